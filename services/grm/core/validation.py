@@ -1,0 +1,178 @@
+"""Request validation: one place that turns raw request fields into a ScoreItem.
+
+Both the gRPC servicer and `grm score` call it, so a bad request gets the same error (naming
+the field) whichever door it came through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grm.core.errors import InvalidArgumentError
+from grm.core.types import (
+    Aggregation,
+    Context,
+    PrincipleMode,
+    SamplingParams,
+    ScoreItem,
+    Turn,
+)
+from grm.core.voting import default_k_meta
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; set per deployment."""
+
+    max_responses: int = 16
+    max_response_chars: int = 32_000
+    max_query_chars: int = 64_000
+    max_turns: int = 64
+    max_k: int = 64
+    max_new_tokens: int = 2048
+    max_principles_chars: int = 16_000
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Values used when a request leaves a field unset."""
+
+    k: int = 4
+    aggregation: Aggregation = Aggregation.VOTE
+    principle_mode: PrincipleMode = PrincipleMode.JOINT
+    sampling: SamplingParams = SamplingParams()
+    seed: int = 0
+
+
+def _check_text(text: str, field: str, max_chars: int, *, allow_empty: bool = False) -> None:
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"must be a string, got {type(text).__name__}", field=field)
+    if not allow_empty and not text.strip():
+        raise InvalidArgumentError("must not be empty", field=field)
+    if len(text) > max_chars:
+        raise InvalidArgumentError(f"is {len(text)} characters, the limit is {max_chars}", field=field)
+    if "\x00" in text:
+        raise InvalidArgumentError("contains a NUL character", field=field)
+
+
+def build_context(query: str, turns: Sequence[tuple[str, str]], limits: Limits) -> Context:
+    """A context from either a query string or chat turns (exactly one of them)."""
+    if query and turns:
+        raise InvalidArgumentError("give either query or turns, not both", field="query")
+    if turns:
+        if len(turns) > limits.max_turns:
+            raise InvalidArgumentError(
+                f"has {len(turns)} turns, the limit is {limits.max_turns}", field="turns"
+            )
+        out = []
+        total = 0
+        for i, (role, content) in enumerate(turns):
+            if role not in ROLES:
+                raise InvalidArgumentError(f"role {role!r} is not one of {ROLES}", field=f"turns[{i}].role")
+            _check_text(content, f"turns[{i}].content", limits.max_query_chars)
+            total += len(content)
+            out.append(Turn(role, content))
+        if total > limits.max_query_chars:
+            raise InvalidArgumentError(
+                f"are {total} characters in all, the limit is {limits.max_query_chars}", field="turns"
+            )
+        if not any(t.role == "user" for t in out):
+            raise InvalidArgumentError("must contain a user turn", field="turns")
+        return Context(tuple(out))
+    _check_text(query, "query", limits.max_query_chars)
+    return Context.from_query(query)
+
+
+def build_item(
+    *,
+    query: str = "",
+    turns: Sequence[tuple[str, str]] = (),
+    responses: Sequence[str],
+    k: int | None = None,
+    k_meta: int | None = None,
+    aggregation: Aggregation | None = None,
+    principles: str = "",
+    principle_mode: PrincipleMode | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    grammar: bool | None = None,
+    seed: int | None = None,
+    latency_budget_ms: int = 0,
+    request_id: str = "",
+    limits: Limits = Limits(),
+    defaults: Defaults = Defaults(),
+) -> ScoreItem:
+    """Validate a request and fill in defaults; raises InvalidArgumentError naming the field."""
+    context = build_context(query, turns, limits)
+    responses = list(responses)
+    if not responses:
+        raise InvalidArgumentError("at least one response is required", field="responses")
+    if len(responses) > limits.max_responses:
+        raise InvalidArgumentError(
+            f"has {len(responses)} responses, the limit is {limits.max_responses}", field="responses"
+        )
+    for i, response in enumerate(responses):
+        _check_text(response, f"responses[{i}]", limits.max_response_chars)
+
+    aggregation = aggregation or defaults.aggregation
+    if aggregation is Aggregation.GREEDY:
+        if k not in (None, 1):
+            raise InvalidArgumentError(f"greedy aggregation draws one sample, got k={k}", field="k")
+        k = 1
+    k = defaults.k if k is None else k
+    if not 1 <= k <= limits.max_k:
+        raise InvalidArgumentError(f"must be between 1 and {limits.max_k}, got {k}", field="k")
+    if k_meta is not None and aggregation is not Aggregation.META_VOTE:
+        raise InvalidArgumentError("is only used with meta-vote aggregation", field="k_meta")
+    if k_meta is None:
+        k_meta = default_k_meta(k)
+    elif not 1 <= k_meta <= k:
+        raise InvalidArgumentError(f"must be between 1 and k={k}, got {k_meta}", field="k_meta")
+
+    if principles:
+        _check_text(principles, "principles", limits.max_principles_chars)
+    mode = principle_mode or defaults.principle_mode
+
+    base = defaults.sampling
+    temperature = base.temperature if temperature is None else temperature
+    if aggregation is Aggregation.GREEDY:
+        temperature = 0.0
+    if not 0.0 <= temperature <= 2.0:
+        raise InvalidArgumentError(f"must be in [0, 2], got {temperature}", field="temperature")
+    top_p = base.top_p if top_p is None else top_p
+    if not 0.0 < top_p <= 1.0:
+        raise InvalidArgumentError(f"must be in (0, 1], got {top_p}", field="top_p")
+    max_new_tokens = base.max_new_tokens if max_new_tokens is None else max_new_tokens
+    if not 16 <= max_new_tokens <= limits.max_new_tokens:
+        raise InvalidArgumentError(
+            f"must be between 16 and {limits.max_new_tokens}, got {max_new_tokens}",
+            field="max_new_tokens",
+        )
+    seed = defaults.seed if seed is None else seed
+    if not 0 <= seed < 2**63:
+        raise InvalidArgumentError(f"must be in [0, 2^63), got {seed}", field="seed")
+    if latency_budget_ms < 0:
+        raise InvalidArgumentError("must not be negative", field="latency_budget_ms")
+
+    return ScoreItem(
+        context=context,
+        responses=tuple(responses),
+        k=k,
+        k_meta=k_meta,
+        aggregation=aggregation,
+        sampling=SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            grammar=base.grammar if grammar is None else grammar,
+        ),
+        seed=seed,
+        principles=principles,
+        principle_mode=mode,
+        latency_budget_ms=latency_budget_ms,
+        request_id=request_id,
+    )

@@ -1,0 +1,115 @@
+"""Critique sampling: render each sample's prompt, generate, parse, map back to caller order.
+
+Used in-process by the pipeline and behind CritiqueService by the sampler pods: one place for
+turning a SampleSpec into a Sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from grm.core.errors import GrmError
+from grm.core.parsing import extract_scores
+from grm.core.sampling import apply_order, to_caller_order
+from grm.core.templates import TemplateSet
+from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
+
+
+class CritiqueSampler:
+    """Draws samples on one backend, at most `concurrency` at once, and reports its load."""
+
+    def __init__(
+        self, backend: GenerationBackend, templates: TemplateSet, *, concurrency: int | None = None
+    ) -> None:
+        self.backend = backend
+        self.templates = templates
+        self.capacity = max(1, concurrency or backend.capacity)
+        self._slots = asyncio.Semaphore(self.capacity)
+        self.in_flight = 0
+        self.queued = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        b = self.backend.info
+        return ModelInfo(b.model_id, b.revision, b.backend, self.templates.version)
+
+    def request_for(
+        self, context: Context, responses: Sequence[str], spec: SampleSpec, params: SamplingParams
+    ) -> GenerationRequest:
+        """The generation request of one sample (its order, seed and principles)."""
+        shown = apply_order(responses, spec.order)
+        if spec.principles:
+            messages = self.templates.critique(context, shown, spec.principles)
+        else:
+            messages = self.templates.joint(context, shown)
+        return GenerationRequest(
+            messages=tuple(messages),
+            seed=spec.seed,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+            score_count=len(responses),
+            grammar=params.grammar,
+        )
+
+    async def sample(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        specs: Sequence[SampleSpec],
+        params: SamplingParams,
+    ) -> list[Sample]:
+        """Draw all specs concurrently; a failed generation becomes an invalid sample."""
+        return list(
+            await asyncio.gather(*(self._one(context, responses, s, params) for s in specs))
+        )
+
+    async def _one(
+        self, context: Context, responses: Sequence[str], spec: SampleSpec, params: SamplingParams
+    ) -> Sample:
+        request = self.request_for(context, responses, spec, params)
+        self.queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.queued -= 1
+        self.in_flight += 1
+        started = time.perf_counter()
+        try:
+            [result] = await self.backend.generate([request])
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+        if isinstance(result, GrmError):
+            return Sample(
+                spec=spec,
+                text="",
+                principles=spec.principles,
+                critique="",
+                scores=None,
+                invalid_reason=f"backend error: {result}",
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish_reason="error",
+            )
+        return to_sample(spec, result, len(responses))
+
+
+def to_sample(spec: SampleSpec, result: GenerationResult, n: int) -> Sample:
+    """Parse one generation into a Sample with scores in the caller's order."""
+    parsed = extract_scores(result.text, n)
+    scores = to_caller_order(parsed.scores, spec.order) if parsed.scores is not None else None
+    return Sample(
+        spec=spec,
+        text=result.text,
+        principles=spec.principles or parsed.principles,
+        critique=parsed.critique,
+        scores=scores,
+        invalid_reason=parsed.reason,
+        tokens_generated=result.tokens_generated,
+        latency_ms=result.latency_ms,
+        finish_reason=result.finish_reason,
+        backend_seed=result.seed,
+    )

@@ -1,0 +1,38 @@
+from grm.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CritiqueRequest(_message.Message):
+    __slots__ = ("query", "turns", "responses", "specs", "sampling", "request_id")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    SPECS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    turns: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatTurn]
+    responses: _containers.RepeatedScalarFieldContainer[str]
+    specs: _containers.RepeatedCompositeFieldContainer[_common_pb2.SampleSpec]
+    sampling: _common_pb2.SamplingParams
+    request_id: str
+    def __init__(self, query: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_common_pb2.ChatTurn, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., specs: _Optional[_Iterable[_Union[_common_pb2.SampleSpec, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CritiqueResponse(_message.Message):
+    __slots__ = ("samples", "load", "model")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.Sample]
+    load: _common_pb2.SamplerLoad
+    model: _common_pb2.ModelInfo
+    def __init__(self, samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.SamplerLoad, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+
+class LoadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -6,7 +6,6 @@ remote sampler pool; the same code votes either way.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,22 +79,24 @@ class ScoringPipeline:
             raise InvalidArgumentError(
                 "separate mode needs a principle generator", field="principle_mode"
             )
-        sets = await self.principles.generate(
-            item.context, (), item.k, item.seed, item.sampling
-        )
+        sets = await self.principles.generate(item.context, (), item.k, item.seed, item.sampling)
         return [s.text for s in sets]  # type: ignore[attr-defined]
 
     async def score(self, item: ScoreItem) -> ScoreResult:
         """Score one validated item; raises UnavailableError when no valid sample remains."""
         if item.aggregation is Aggregation.META_VOTE and self.meta_rm is None:
-            raise InvalidArgumentError("no meta RM is configured on this server", field="aggregation")
+            raise InvalidArgumentError(
+                "no meta RM is configured on this server", field="aggregation"
+            )
         started = time.perf_counter()
         n = len(item.responses)
         shuffle = item.aggregation is not Aggregation.GREEDY and item.k > 1
 
         t0 = time.perf_counter()
         principles = await self._principles_for(item)
-        principles_ms = (time.perf_counter() - t0) * 1000 if principles[0] and not item.principles else 0.0
+        principles_ms = (
+            (time.perf_counter() - t0) * 1000 if principles[0] and not item.principles else 0.0
+        )
 
         t0 = time.perf_counter()
         drawn: list[Sample] = []
@@ -107,10 +108,17 @@ class ScoringPipeline:
             got = await self.sampler.sample(item.context, item.responses, pending, item.sampling)
             drawn.extend(got)
             failed = [s.spec for s in got if not s.valid]
-            if not failed or item.aggregation is Aggregation.GREEDY and item.sampling.temperature == 0:
-                break  # greedy at T=0 would draw the same text again
+            if not failed or (item.sampling.temperature == 0 and not shuffle):
+                break  # at T=0 in a fixed order a new seed would draw the same text again
             pending = [
-                sample_spec(item.seed, s.index, n, attempt=attempt + 1, shuffle=shuffle, principles=s.principles)
+                sample_spec(
+                    item.seed,
+                    s.index,
+                    n,
+                    attempt=attempt + 1,
+                    shuffle=shuffle,
+                    principles=s.principles,
+                )
                 for s in failed
             ]
         sampling_ms = (time.perf_counter() - t0) * 1000
@@ -124,8 +132,12 @@ class ScoringPipeline:
             )
 
         status = ScoreStatus.COMPLETE if len(valid) == item.k else ScoreStatus.PARTIAL
-        detail = "" if status is ScoreStatus.COMPLETE else (
-            f"{len(valid)} of {item.k} samples valid after {self.settings.max_attempts} tries"
+        detail = (
+            ""
+            if status is ScoreStatus.COMPLETE
+            else (
+                f"{len(valid)} of {item.k} samples valid after {self.settings.max_attempts} tries"
+            )
         )
         used = [True] * len(valid)
         meta_scores: list[float | None] = [None] * len(valid)
@@ -137,7 +149,7 @@ class ScoringPipeline:
                 scores = await self.meta_rm.score(item.context, item.responses, valid)
                 meta_scores = list(scores)
                 used = list(select_top(scores, min(item.k_meta, len(valid))))
-            except (GrmError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, GrmError) as exc:
                 status, detail = ScoreStatus.DEGRADED, f"meta RM failed ({exc}); plain vote"
             meta_ms = (time.perf_counter() - t0) * 1000
 

@@ -31,7 +31,9 @@ def sample_to_dict(sample: Sample, used: bool, meta_score: float | None) -> dict
     return out
 
 
-def result_to_dict(result: ScoreResult, *, item_id: Any = None, details: bool = False) -> dict[str, Any]:
+def result_to_dict(
+    result: ScoreResult, *, item_id: Any = None, details: bool = False
+) -> dict[str, Any]:
     """The record of one scored item (samples only with `details`)."""
     out: dict[str, Any] = {
         "id": item_id,
@@ -70,7 +72,9 @@ def result_to_dict(result: ScoreResult, *, item_id: Any = None, details: bool = 
     return out
 
 
-def error_to_dict(exc: BaseException, *, item_id: Any = None, line: int | None = None) -> dict[str, Any]:
+def error_to_dict(
+    exc: BaseException, *, item_id: Any = None, line: int | None = None
+) -> dict[str, Any]:
     """An error record in place of a result: never a reward."""
     code = exc.code if isinstance(exc, GrmError) else "INTERNAL"
     err: dict[str, Any] = {"code": code, "message": str(exc)}

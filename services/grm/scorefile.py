@@ -36,10 +36,17 @@ def parse_lines(raw_lines: Iterable[bytes]) -> Iterable[Line]:
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            yield Line(number, None, None, InvalidArgumentError(f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+            yield Line(
+                number,
+                None,
+                None,
+                InvalidArgumentError(f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"),
+            )
             continue
         except json.JSONDecodeError as exc:
-            yield Line(number, None, None, InvalidArgumentError(f"line is not valid JSON: {exc.msg}"))
+            yield Line(
+                number, None, None, InvalidArgumentError(f"line is not valid JSON: {exc.msg}")
+            )
             continue
         if not isinstance(data, dict):
             yield Line(number, None, None, InvalidArgumentError("line must be a JSON object"))
@@ -54,7 +61,9 @@ def item_fields(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(query, list):
         for i, turn in enumerate(query):
             if not isinstance(turn, dict) or not isinstance(turn.get("role"), str):
-                raise InvalidArgumentError('each turn must be {"role", "content"}', field=f"query[{i}]")
+                raise InvalidArgumentError(
+                    'each turn must be {"role", "content"}', field=f"query[{i}]"
+                )
             turns.append((turn["role"], turn.get("content", "")))
         query = ""
     elif not isinstance(query, str):

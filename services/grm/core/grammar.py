@@ -12,17 +12,17 @@ _SCORE_GBNF = '("10" | [1-9])'
 
 def scores_gbnf(n: int) -> str:
     """GBNF: free text, then the boxed list of n scores."""
-    tail = " \", \" score" * (n - 1)
+    tail = ' ", " score' * (n - 1)
     return (
         f'root ::= body "Scores: \\\\boxed{{" score{tail} "}}"\n'
-        'body ::= [^\\\\]*\n'
+        "body ::= [^\\\\]*\n"
         f"score ::= {_SCORE_GBNF}\n"
     )
 
 
 def scores_suffix_gbnf(n: int) -> str:
     """GBNF for only the numbers and the closing brace, after a forced `Scores: \\boxed{`."""
-    tail = " \", \" score" * (n - 1)
+    tail = ' ", " score' * (n - 1)
     return f'root ::= score{tail} "}}"\nscore ::= {_SCORE_GBNF}\n'
 
 

@@ -42,7 +42,10 @@ def extract_scores(output: str, n: int) -> Parsed:
         return Parsed(None, "empty score list", principles, critique)
     if len(parts) != n:
         return Parsed(
-            None, f"expected {n} score(s), found {len(parts)}: {content.strip()!r}", principles, critique
+            None,
+            f"expected {n} score(s), found {len(parts)}: {content.strip()!r}",
+            principles,
+            critique,
         )
     scores: list[int] = []
     for part in parts:
@@ -50,7 +53,9 @@ def extract_scores(output: str, n: int) -> Parsed:
             return Parsed(None, f"score {part!r} is not an integer", principles, critique)
         value = int(part)
         if not SCORE_MIN <= value <= SCORE_MAX:
-            return Parsed(None, f"score {value} outside [{SCORE_MIN}, {SCORE_MAX}]", principles, critique)
+            return Parsed(
+                None, f"score {value} outside [{SCORE_MIN}, {SCORE_MAX}]", principles, critique
+            )
         scores.append(value)
     return Parsed(tuple(scores), "", principles, critique)
 

@@ -46,7 +46,13 @@ def apply_order(items: Sequence[str], order: Sequence[int]) -> list[str]:
 
 
 def sample_spec(
-    request_seed: int, index: int, n: int, *, attempt: int = 0, shuffle: bool = True, principles: str = ""
+    request_seed: int,
+    index: int,
+    n: int,
+    *,
+    attempt: int = 0,
+    shuffle: bool = True,
+    principles: str = "",
 ) -> SampleSpec:
     """The spec of sample `index` (try `attempt`) of a request."""
     seed = derive_seed(request_seed, index, attempt)

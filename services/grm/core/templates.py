@@ -40,9 +40,7 @@ class TemplateSet:
         if len(context.turns) == 1 and context.turns[0].role == "user":
             body = defuse(context.turns[0].content)
         else:
-            body = "\n\n".join(
-                f"{t.role.capitalize()}: {defuse(t.content)}" for t in context.turns
-            )
+            body = "\n\n".join(f"{t.role.capitalize()}: {defuse(t.content)}" for t in context.turns)
         return f"{self.parts['context_header']}\n{body}"
 
     def _responses(self, responses: Sequence[str]) -> str:
@@ -64,13 +62,14 @@ class TemplateSet:
         user = "\n\n".join(
             [self.parts["criteria"], self._context(context), self._responses(shown), fmt]
         )
-        return [{"role": "system", "content": self.parts["system"]}, {"role": "user", "content": user}]
+        return [
+            {"role": "system", "content": self.parts["system"]},
+            {"role": "user", "content": user},
+        ]
 
     def critique(self, context: Context, shown: Sequence[str], principles: str) -> list[Message]:
         """Critique and scores conditioned on given principles (separate mode)."""
-        fmt = self.parts["critique_format"].format(
-            example=self._example(len(shown)), n=len(shown)
-        )
+        fmt = self.parts["critique_format"].format(example=self._example(len(shown)), n=len(shown))
         user = "\n\n".join(
             [
                 self.parts["criteria"],
@@ -80,7 +79,10 @@ class TemplateSet:
                 fmt,
             ]
         )
-        return [{"role": "system", "content": self.parts["system"]}, {"role": "user", "content": user}]
+        return [
+            {"role": "system", "content": self.parts["system"]},
+            {"role": "user", "content": user},
+        ]
 
     def principles(self, context: Context, responses: Sequence[str] = ()) -> list[Message]:
         """Principles only, for the principle generator (optionally seeing the responses)."""
@@ -102,7 +104,10 @@ class TemplateSet:
                 self.parts["meta_format"].format(judgement=defuse(judgement.strip())),
             ]
         )
-        return [{"role": "system", "content": self.parts["meta_system"]}, {"role": "user", "content": user}]
+        return [
+            {"role": "system", "content": self.parts["meta_system"]},
+            {"role": "user", "content": user},
+        ]
 
 
 @functools.cache

@@ -70,6 +70,7 @@ class Sample:
     latency_ms: float = 0.0
     finish_reason: str = ""
     backend_seed: int | None = None
+    sampler: str = ""  # the sampler endpoint that drew it (remote pool only)
 
     @property
     def valid(self) -> bool:

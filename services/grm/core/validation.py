@@ -7,7 +7,7 @@ the field) whichever door it came through.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grm.core.errors import InvalidArgumentError
 from grm.core.types import (
@@ -43,7 +43,7 @@ class Defaults:
     k: int = 4
     aggregation: Aggregation = Aggregation.VOTE
     principle_mode: PrincipleMode = PrincipleMode.JOINT
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
 
 
@@ -53,7 +53,9 @@ def _check_text(text: str, field: str, max_chars: int, *, allow_empty: bool = Fa
     if not allow_empty and not text.strip():
         raise InvalidArgumentError("must not be empty", field=field)
     if len(text) > max_chars:
-        raise InvalidArgumentError(f"is {len(text)} characters, the limit is {max_chars}", field=field)
+        raise InvalidArgumentError(
+            f"is {len(text)} characters, the limit is {max_chars}", field=field
+        )
     if "\x00" in text:
         raise InvalidArgumentError("contains a NUL character", field=field)
 
@@ -71,13 +73,16 @@ def build_context(query: str, turns: Sequence[tuple[str, str]], limits: Limits) 
         total = 0
         for i, (role, content) in enumerate(turns):
             if role not in ROLES:
-                raise InvalidArgumentError(f"role {role!r} is not one of {ROLES}", field=f"turns[{i}].role")
+                raise InvalidArgumentError(
+                    f"role {role!r} is not one of {ROLES}", field=f"turns[{i}].role"
+                )
             _check_text(content, f"turns[{i}].content", limits.max_query_chars)
             total += len(content)
             out.append(Turn(role, content))
         if total > limits.max_query_chars:
             raise InvalidArgumentError(
-                f"are {total} characters in all, the limit is {limits.max_query_chars}", field="turns"
+                f"are {total} characters in all, the limit is {limits.max_query_chars}",
+                field="turns",
             )
         if not any(t.role == "user" for t in out):
             raise InvalidArgumentError("must contain a user turn", field="turns")
@@ -113,7 +118,8 @@ def build_item(
         raise InvalidArgumentError("at least one response is required", field="responses")
     if len(responses) > limits.max_responses:
         raise InvalidArgumentError(
-            f"has {len(responses)} responses, the limit is {limits.max_responses}", field="responses"
+            f"has {len(responses)} responses, the limit is {limits.max_responses}",
+            field="responses",
         )
     for i, response in enumerate(responses):
         _check_text(response, f"responses[{i}]", limits.max_response_chars)

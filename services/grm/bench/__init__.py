@@ -1,0 +1,1 @@
+"""Benchmarks behind `grm bench`: each scenario prints a table and writes JSON."""

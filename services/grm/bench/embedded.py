@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grm.bench.preference_data import PreferencePair, load_pairs
+from grm.datasets import PreferencePair, load_pairs
 from grm.bench.report import table, write_json
 from grm.core.sampling import sample_spec
 from grm.core.types import Sample

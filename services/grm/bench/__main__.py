@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from grm.bench import embedded
+from grm.bench import embedded, tgi_client
 
-SCENARIOS = {"embedded": embedded}
+SCENARIOS = {"embedded": embedded, "tgi-client": tgi_client}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,1 +1,17 @@
-"""client"""
+"""Client SDK for RewardService: `GrmClient` (blocking) and `AsyncGrmClient` (asyncio).
+
+    from grm.client import GrmClient
+    with GrmClient("127.0.0.1:50051") as client:
+        result = client.score("What is 2 + 2?", ["4", "5"], k=4, timeout=60)
+        result.rewards, result.best, result.status
+
+Results are `grm.core.types.ScoreResult`; failures raise `grm.core.errors.GrmError`
+subclasses (InvalidArgumentError, UnavailableError, DeadlineExceededError, ...), retried
+only when transient (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered exponential backoff.
+"""
+
+from grm.client._common import NO_RETRY, BatchOutcome, RetryPolicy
+from grm.client.aio import AsyncGrmClient
+from grm.client.sync import GrmClient
+
+__all__ = ["NO_RETRY", "AsyncGrmClient", "BatchOutcome", "GrmClient", "RetryPolicy"]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from grm.core.errors import GrmError
+from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.parsing import extract_scores
 from grm.core.sampling import apply_order, to_caller_order
 from grm.core.templates import TemplateSet
@@ -62,7 +62,8 @@ class CritiqueSampler:
         specs: Sequence[SampleSpec],
         params: SamplingParams,
     ) -> list[Sample]:
-        """Draw all specs concurrently; a failed generation becomes an invalid sample."""
+        """Draw all specs concurrently; a failed generation becomes an invalid sample, except
+        InvalidArgumentError (a request no seed can fix), which is raised."""
         return list(
             await asyncio.gather(*(self._one(context, responses, s, params) for s in specs))
         )
@@ -83,6 +84,10 @@ class CritiqueSampler:
         finally:
             self.in_flight -= 1
             self._slots.release()
+        if isinstance(result, InvalidArgumentError):
+            # The request itself is wrong (e.g. the prompt exceeds the server's input limit):
+            # a new seed cannot fix it, so it is the caller's error, not an invalid sample.
+            raise result
         if isinstance(result, GrmError):
             return Sample(
                 spec=spec,

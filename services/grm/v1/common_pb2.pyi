@@ -62,7 +62,7 @@ class SampleSpec(_message.Message):
     def __init__(self, index: _Optional[int] = ..., attempt: _Optional[int] = ..., seed: _Optional[int] = ..., order: _Optional[_Iterable[int]] = ..., principles: _Optional[str] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("spec", "text", "principles", "critique", "scores", "valid", "invalid_reason", "meta_score", "used_in_vote", "tokens_generated", "latency_ms", "finish_reason", "backend_seed")
+    __slots__ = ("spec", "text", "principles", "critique", "scores", "valid", "invalid_reason", "meta_score", "used_in_vote", "tokens_generated", "latency_ms", "finish_reason", "backend_seed", "sampler")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class Sample(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     BACKEND_SEED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
     spec: SampleSpec
     text: str
     principles: str
@@ -89,7 +90,8 @@ class Sample(_message.Message):
     latency_ms: float
     finish_reason: str
     backend_seed: int
-    def __init__(self, spec: _Optional[_Union[SampleSpec, _Mapping]] = ..., text: _Optional[str] = ..., principles: _Optional[str] = ..., critique: _Optional[str] = ..., scores: _Optional[_Iterable[int]] = ..., valid: _Optional[bool] = ..., invalid_reason: _Optional[str] = ..., meta_score: _Optional[float] = ..., used_in_vote: _Optional[bool] = ..., tokens_generated: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[str] = ..., backend_seed: _Optional[int] = ...) -> None: ...
+    sampler: str
+    def __init__(self, spec: _Optional[_Union[SampleSpec, _Mapping]] = ..., text: _Optional[str] = ..., principles: _Optional[str] = ..., critique: _Optional[str] = ..., scores: _Optional[_Iterable[int]] = ..., valid: _Optional[bool] = ..., invalid_reason: _Optional[str] = ..., meta_score: _Optional[float] = ..., used_in_vote: _Optional[bool] = ..., tokens_generated: _Optional[int] = ..., latency_ms: _Optional[float] = ..., finish_reason: _Optional[str] = ..., backend_seed: _Optional[int] = ..., sampler: _Optional[str] = ...) -> None: ...
 
 class SamplerLoad(_message.Message):
     __slots__ = ("in_flight", "queued", "capacity")

@@ -1,0 +1,187 @@
+"""`grm serve aggregator`: the RewardService front door over remote samplers."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from grm.aggregator.logic import RewardScorer
+from grm.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
+from grm.aggregator.service import RewardServicer
+from grm.backends.base import GenerationBackend
+from grm.core.templates import load_templates
+from grm.core.types import SamplingParams
+from grm.core.validation import Defaults, Limits
+from grm.local import make_meta_rm
+from grm.pipeline import PipelineSettings, ScoringPipeline
+from grm.server import GrmServer, ServerSettings, serve
+from grm.settings import (
+    Option,
+    add_options,
+    parse_list,
+    resolve,
+    server_options,
+    server_settings,
+)
+from grm.v1 import reward_pb2, reward_pb2_grpc
+
+DEFAULT_PORT = 50051
+_L, _D, _S = Limits(), Defaults(), SamplingParams()
+OPTIONS = [
+    *server_options(DEFAULT_PORT),
+    Option("--samplers", parse_list, (), "sampler addresses, comma-separated (required)"),
+    Option("--principles", parse_list, (), "principle generator addresses (separate mode)"),
+    Option("--template", str, "grm-default-v1", "prompt template version (meta RM prompts)"),
+    Option("--meta-rm", str, "agreement", "meta RM: agreement | llm | http | none"),
+    Option("--meta-rm-url", str, None, "http meta RM: vLLM .../classify or TEI .../predict URL"),
+    Option("--meta-rm-model", str, "", "http meta RM: model name sent to /classify"),
+    Option("--meta-rm-label", str, None, "http meta RM: the /predict label to use"),
+    Option("--meta-model-path", str, None, "llm meta RM: GGUF file (default: SmolLM2-135M)"),
+    Option("--max-attempts", int, 3, "tries per sample index (first draw + re-samples)"),
+    Option("--batch-concurrency", int, 8, "ScoreBatch items scored at once"),
+    Option("--max-batch-items", int, 256, "largest ScoreBatch"),
+    Option("--max-k", int, _L.max_k, "largest k a request may ask for"),
+    Option("--max-responses", int, _L.max_responses, "most responses per request"),
+    Option("--max-response-chars", int, _L.max_response_chars, "longest response"),
+    Option("--max-query-chars", int, _L.max_query_chars, "longest query / conversation"),
+    Option("--max-new-tokens-limit", int, _L.max_new_tokens, "largest max_new_tokens"),
+    Option("--default-k", int, _D.k, "k when a request leaves it unset"),
+    Option("--default-max-new-tokens", int, _S.max_new_tokens, "max_new_tokens default"),
+    Option("--default-temperature", float, _S.temperature, "temperature default"),
+]
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    server: ServerSettings
+    samplers: tuple[str, ...]
+    principles: tuple[str, ...] = ()
+    template: str = "grm-default-v1"
+    meta_rm: str = "agreement"
+    meta_rm_url: str | None = None
+    meta_rm_model: str = ""
+    meta_rm_label: str | None = None
+    meta_model_path: str | None = None
+    max_attempts: int = 3
+    batch_concurrency: int = 8
+    max_batch_items: int = 256
+    limits: Limits = field(default_factory=Limits)
+    defaults: Defaults = field(default_factory=Defaults)
+    log_level: str = "INFO"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, OPTIONS)
+
+
+def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> AggregatorSettings:
+    v = resolve(args, OPTIONS, environ)
+    if not v["samplers"]:
+        raise SystemExit("grm: error: the aggregator needs --samplers (or GRM_SAMPLERS)")
+    return AggregatorSettings(
+        server=server_settings(v),
+        samplers=tuple(v["samplers"]),
+        principles=tuple(v["principles"]),
+        template=v["template"],
+        meta_rm=v["meta_rm"],
+        meta_rm_url=v["meta_rm_url"],
+        meta_rm_model=v["meta_rm_model"],
+        meta_rm_label=v["meta_rm_label"],
+        meta_model_path=v["meta_model_path"],
+        max_attempts=v["max_attempts"],
+        batch_concurrency=v["batch_concurrency"],
+        max_batch_items=v["max_batch_items"],
+        limits=Limits(
+            max_responses=v["max_responses"],
+            max_response_chars=v["max_response_chars"],
+            max_query_chars=v["max_query_chars"],
+            max_k=v["max_k"],
+            max_new_tokens=v["max_new_tokens_limit"],
+        ),
+        defaults=Defaults(
+            k=v["default_k"],
+            sampling=SamplingParams(
+                temperature=v["default_temperature"], max_new_tokens=v["default_max_new_tokens"]
+            ),
+        ),
+        log_level=v["log_level"],
+    )
+
+
+@dataclass
+class Aggregator:
+    """The assembled front door: server plus what must start and close with it."""
+
+    server: GrmServer
+    pool: RemoteSamplerPool
+    principles: RemotePrincipleSource | None
+    meta_backend: GenerationBackend | None
+
+    async def warm_up(self) -> None:
+        if self.meta_backend is not None:
+            await self.meta_backend.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.principles is not None:
+            await self.principles.close()
+        if self.meta_backend is not None:
+            await self.meta_backend.close()
+
+
+def build(
+    settings: AggregatorSettings,
+    *,
+    meta_backend_factory: Callable[[], GenerationBackend] | None = None,
+) -> Aggregator:
+    """Wire pool → pipeline → scorer → servicer → server (no I/O until started)."""
+    templates = load_templates(settings.template)
+    pool = RemoteSamplerPool(settings.samplers, max_message_mb=settings.server.max_message_mb)
+    principles = (
+        RemotePrincipleSource(settings.principles, max_message_mb=settings.server.max_message_mb)
+        if settings.principles
+        else None
+    )
+    meta_backend: GenerationBackend | None = None
+    if settings.meta_rm == "llm":
+        if meta_backend_factory is None:
+            from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+
+            meta_backend = EmbeddedBackend(EmbeddedSettings(model_path=settings.meta_model_path))
+        else:
+            meta_backend = meta_backend_factory()
+    meta_rm = make_meta_rm(
+        settings.meta_rm,
+        backend=meta_backend,
+        templates=templates,
+        url=settings.meta_rm_url,
+        model=settings.meta_rm_model,
+        label=settings.meta_rm_label,
+    )
+    pipeline = ScoringPipeline(
+        pool,
+        principles=principles,
+        meta_rm=meta_rm,
+        settings=PipelineSettings(max_attempts=settings.max_attempts),
+    )
+    servicer = RewardServicer(
+        RewardScorer(pipeline, batch_concurrency=settings.batch_concurrency),
+        limits=settings.limits,
+        defaults=settings.defaults,
+        max_batch_items=settings.max_batch_items,
+    )
+    server = GrmServer(
+        settings.server,
+        register=[lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, s)],
+        service_names=[reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name],
+    )
+    return Aggregator(server, pool, principles, meta_backend)
+
+
+async def run(settings: AggregatorSettings, **_: Any) -> None:
+    """Serve until SIGTERM."""
+    agg = build(settings)
+    warm: Callable[[], Awaitable[None]] = agg.warm_up
+    await serve(agg.server, warm_up=warm, close=agg.close)

@@ -1,0 +1,255 @@
+"""The aggregator's view of the sampler pool and the principle generator, over gRPC.
+
+`RemoteSamplerPool` is a SampleSource for the ScoringPipeline: it spreads one request's k
+samples over all sampler endpoints (one channel each, least loaded first, round-robin among
+equals), gives each call the caller's remaining deadline minus a reserve, and turns a lost
+endpoint into invalid "sampler unavailable" samples — which the pipeline re-samples, and this
+pool then sends to the endpoints that are still up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from grm import convert, deadlines
+from grm.core.errors import DeadlineExceededError, UnavailableError
+from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
+from grm.principles.logic import PrincipleSet
+from grm.sampler.bounded import DEADLINE_REASON, unfinished
+from grm.server import channel_options
+from grm.v1 import critique_pb2, critique_pb2_grpc, principle_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_REASON = "sampler unavailable"
+MIN_CALL_S = 0.02  # with less time left, a sampler call cannot return a sample
+# Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
+_LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+
+
+@dataclass
+class Endpoint:
+    """One sampler address, its channel and what this aggregator knows of its load."""
+
+    address: str
+    channel: grpc.aio.Channel | None = None
+    stub: critique_pb2_grpc.CritiqueServiceStub | None = None
+    capacity: int | None = None  # from the sampler's last load report (None: not heard yet)
+    outstanding: int = 0  # samples this aggregator has in flight there
+    down_until: float = 0.0
+    samples_sent: int = 0
+    failures: int = 0
+    last_error: str = field(default="", repr=False)
+
+
+class RemoteSamplerPool:
+    """A SampleSource over a static list of CritiqueService endpoints."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        down_for_s: float = 2.0,
+        max_message_mb: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not addresses:
+            raise ValueError("the sampler pool needs at least one address")
+        self.endpoints = [Endpoint(a) for a in addresses]
+        self.down_for_s = down_for_s
+        self.max_message_mb = max_message_mb
+        self.clock = clock
+        self._cursor = 0
+        self._info = ModelInfo(model_id="unknown", backend="remote")
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model the samplers last reported (part of every result and cache key)."""
+        return self._info
+
+    def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
+        if ep.stub is None:
+            ep.channel = grpc.aio.insecure_channel(
+                ep.address, options=channel_options(self.max_message_mb)
+            )
+            ep.stub = critique_pb2_grpc.CritiqueServiceStub(ep.channel)
+        return ep.stub
+
+    def plan(self, specs: Sequence[SampleSpec]) -> list[list[SampleSpec]]:
+        """Assign specs to endpoints: least loaded relative to capacity, round-robin on ties.
+
+        Endpoints marked down are skipped while any other is up; with all down, all are
+        tried (one may have come back).
+        """
+        now = self.clock()
+        n = len(self.endpoints)
+        up = [i for i, ep in enumerate(self.endpoints) if ep.down_until <= now] or list(range(n))
+        known = [ep.capacity for ep in self.endpoints if ep.capacity]
+        default = max(known, default=1)  # a sampler not heard from yet: like the others
+        assigned = [0] * n
+        plan: list[list[SampleSpec]] = [[] for _ in range(n)]
+        start = self._cursor
+        self._cursor = (self._cursor + 1) % n
+
+        def key(i: int) -> tuple[float, int]:
+            ep = self.endpoints[i]
+            load = (ep.outstanding + assigned[i]) / (ep.capacity or default)
+            return load, (i - start) % n
+
+        for spec in specs:
+            best = min(up, key=key)
+            assigned[best] += 1
+            plan[best].append(spec)
+        return plan
+
+    async def sample(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        specs: Sequence[SampleSpec],
+        params: SamplingParams,
+    ) -> list[Sample]:
+        """Draw the specs across the pool; lost or late samples come back invalid."""
+        left = deadlines.remaining()
+        if left is not None and left <= MIN_CALL_S:
+            return [unfinished(s, DEADLINE_REASON) for s in specs]
+        # The deadline here is already the caller's minus the aggregator's reserve; keep
+        # only a little for the network.
+        time_limit = deadlines.downstream_timeout(left, reserve_fraction=0.05, max_reserve_s=0.05)
+        plan = self.plan(specs)
+        calls = [
+            self._call(ep, context, responses, batch, params, time_limit)
+            for ep, batch in zip(self.endpoints, plan, strict=True)
+            if batch
+        ]
+        by_key: dict[tuple[int, int], Sample] = {}
+        for samples in await asyncio.gather(*calls):
+            for sample in samples:
+                by_key[(sample.spec.index, sample.spec.attempt)] = sample
+        return [
+            by_key.get((s.index, s.attempt)) or unfinished(s, "sampler returned no sample")
+            for s in specs
+        ]
+
+    async def _call(
+        self,
+        ep: Endpoint,
+        context: Context,
+        responses: Sequence[str],
+        specs: Sequence[SampleSpec],
+        params: SamplingParams,
+        time_limit: float | None,
+    ) -> list[Sample]:
+        stub = self._connect(ep)
+        request = convert.critique_request(context, responses, specs, params)
+        ep.outstanding += len(specs)
+        ep.samples_sent += len(specs)
+        try:
+            reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            ep.failures += 1
+            ep.last_error = f"{code.name}: {exc.details()}"
+            if code in _LOST:
+                ep.down_until = self.clock() + self.down_for_s
+                reason = f"{UNAVAILABLE_REASON} ({ep.address}: {ep.last_error})"
+                log.warning("sampler %s lost (%s); re-routing", ep.address, ep.last_error)
+            elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"{DEADLINE_REASON} (sampler {ep.address})"
+            else:
+                reason = f"sampler error ({ep.address}: {ep.last_error})"
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
+        finally:
+            ep.outstanding -= len(specs)
+        if reply.load.capacity:
+            ep.capacity = reply.load.capacity
+        model = convert.model_from_pb(reply.model)
+        if model is not None:
+            self._info = model
+        n = len(responses)
+        return [convert.sample_from_pb(m, n, sampler=ep.address) for m in reply.samples]
+
+    def stats(self) -> dict[str, dict[str, int | str | None]]:
+        """Per endpoint: samples sent, failures, capacity, in flight (for logs and tests)."""
+        return {
+            ep.address: {
+                "samples_sent": ep.samples_sent,
+                "failures": ep.failures,
+                "capacity": ep.capacity,
+                "outstanding": ep.outstanding,
+                "last_error": ep.last_error,
+            }
+            for ep in self.endpoints
+        }
+
+    async def close(self) -> None:
+        for ep in self.endpoints:
+            if ep.channel is not None:
+                await ep.channel.close()
+            ep.channel = ep.stub = None
+
+
+class RemotePrincipleSource:
+    """A PrincipleSource over PrincipleService endpoints (failover in round-robin order)."""
+
+    def __init__(self, addresses: Sequence[str], *, max_message_mb: int = 64) -> None:
+        if not addresses:
+            raise ValueError("the principle source needs at least one address")
+        self.addresses = list(addresses)
+        self.max_message_mb = max_message_mb
+        self._stubs: dict[str, principle_pb2_grpc.PrincipleServiceStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+        self._cursor = 0
+
+    def _stub(self, address: str) -> principle_pb2_grpc.PrincipleServiceStub:
+        if address not in self._stubs:
+            channel = grpc.aio.insecure_channel(
+                address, options=channel_options(self.max_message_mb)
+            )
+            self._channels.append(channel)
+            self._stubs[address] = principle_pb2_grpc.PrincipleServiceStub(channel)
+        return self._stubs[address]
+
+    async def generate(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        n: int,
+        seed: int,
+        params: SamplingParams,
+    ) -> list[PrincipleSet]:
+        """n principle sets; an unavailable endpoint is skipped for the next one."""
+        request = convert.principle_request(context, responses, n, seed, params)
+        start = self._cursor
+        self._cursor = (self._cursor + 1) % len(self.addresses)
+        last: Exception | None = None
+        for step in range(len(self.addresses)):
+            address = self.addresses[(start + step) % len(self.addresses)]
+            left = deadlines.remaining()
+            if left is not None and left <= 0:
+                raise DeadlineExceededError("no time left for principle generation")
+            try:
+                reply = await self._stub(address).GeneratePrinciples(
+                    request, timeout=deadlines.downstream_timeout(left)
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _LOST:
+                    last = exc
+                    continue
+                raise convert.error_from_status(
+                    exc.code(), f"principle generator: {exc.details()}"
+                ) from exc
+            return convert.principle_sets_from_pb(reply.sets)
+        raise UnavailableError(f"no principle generator reachable ({last})")
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()

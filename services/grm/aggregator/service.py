@@ -1,0 +1,70 @@
+"""RewardService: the front door, a thin servicer over RewardScorer (validate, convert, call)."""
+
+from __future__ import annotations
+
+import grpc
+
+from grm import convert, deadlines
+from grm.aggregator.logic import RewardScorer
+from grm.core.errors import GrmError, InvalidArgumentError
+from grm.core.types import ScoreItem
+from grm.core.validation import Defaults, Limits, build_item
+from grm.v1 import reward_pb2, reward_pb2_grpc
+
+
+class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+    """Score and ScoreBatch; errors leave as status codes through the server's interceptor."""
+
+    def __init__(
+        self,
+        scorer: RewardScorer,
+        *,
+        limits: Limits | None = None,
+        defaults: Defaults | None = None,
+        max_batch_items: int = 256,
+    ) -> None:
+        self.scorer = scorer
+        self.limits = limits or Limits()
+        self.defaults = defaults or Defaults()
+        self.max_batch_items = max_batch_items
+
+    def _item(self, request: reward_pb2.ScoreRequest) -> ScoreItem:
+        return build_item(
+            **convert.score_request_fields(request), limits=self.limits, defaults=self.defaults
+        )
+
+    async def Score(
+        self, request: reward_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> reward_pb2.ScoreResponse:
+        item = self._item(request)
+        with deadlines.scope(context.time_remaining()):
+            result = await self.scorer.score(item)
+        return convert.result_to_response(result, include_samples=request.include_samples)
+
+    async def ScoreBatch(
+        self, request: reward_pb2.ScoreBatchRequest, context: grpc.aio.ServicerContext
+    ) -> reward_pb2.ScoreBatchResponse:
+        if not request.items:
+            raise InvalidArgumentError("at least one item is required", field="items")
+        if len(request.items) > self.max_batch_items:
+            raise InvalidArgumentError(
+                f"has {len(request.items)} items, the limit is {self.max_batch_items}",
+                field="items",
+            )
+        items: list[ScoreItem | GrmError] = []
+        for i, req in enumerate(request.items):
+            try:
+                items.append(self._item(req))
+            except GrmError as exc:
+                items.append(convert.with_field_prefix(exc, f"items[{i}]"))
+        with deadlines.scope(context.time_remaining()):
+            outcomes = await self.scorer.score_batch(items)
+        reply = reward_pb2.ScoreBatchResponse()
+        for req, outcome in zip(request.items, outcomes, strict=True):
+            if isinstance(outcome, GrmError):
+                reply.items.add(error=convert.item_error(outcome))
+            else:
+                reply.items.add(
+                    result=convert.result_to_response(outcome, include_samples=req.include_samples)
+                )
+        return reply

@@ -1,0 +1,155 @@
+"""Compact, self-checking values: a small header, then the grm.v1 protobuf message.
+
+Header = magic (3 bytes) + encoding version + kind + 8 bytes of the key's digest. The tag ties
+a value to the key it was written under, so a value written by another schema, another kind or
+another program at the same key is recognised as foreign; decoding then checks the message
+against what the caller asked for (n scores in 1..10, the same seed and order). Anything that
+fails raises CorruptValueError: the caller counts it, ignores it and overwrites it.
+
+The message <-> dataclass mapping is grm.convert's (the one place for it). That module also
+holds the gRPC status helpers and imports grpc, so it is imported inside the functions here:
+`import grm.cache` stays free of gRPC, as the layering wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError, Message
+
+from grm.cache.keys import Kind, key_tag
+from grm.core.types import Sample, SampleSpec, ScoreResult
+from grm.principles.logic import PrincipleSet
+from grm.v1 import common_pb2, principle_pb2, reward_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MAGIC = b"\xc7GR"
+ENCODING_VERSION = 1
+_KIND_BYTE = {Kind.PRINCIPLES: b"p", Kind.SAMPLE: b"s", Kind.RESULT: b"r"}
+_HEADER_LEN = len(MAGIC) + 2 + 8
+
+
+class CorruptValueError(ValueError):
+    """A stored value that is not a valid value for its key."""
+
+
+def _wrap(kind: Kind, key: str, msg: Message) -> bytes:
+    header = MAGIC + bytes([ENCODING_VERSION]) + _KIND_BYTE[kind] + key_tag(key)
+    return header + msg.SerializeToString()
+
+
+def _unwrap(kind: Kind, key: str, data: bytes, message_type: type[Message]) -> Message:
+    if len(data) < _HEADER_LEN or not data.startswith(MAGIC):
+        raise CorruptValueError("not a GRM cache value")
+    if data[3] != ENCODING_VERSION:
+        raise CorruptValueError(f"encoding version {data[3]}, expected {ENCODING_VERSION}")
+    if data[4:5] != _KIND_BYTE[kind]:
+        raise CorruptValueError(f"value of another kind ({data[4:5]!r})")
+    if data[5:_HEADER_LEN] != key_tag(key):
+        raise CorruptValueError("value was written under another key")
+    msg = message_type()
+    try:
+        msg.ParseFromString(data[_HEADER_LEN:])
+    except DecodeError as exc:
+        raise CorruptValueError(f"bad protobuf payload: {exc}") from exc
+    return msg
+
+
+def _check_scores(scores: Sequence[int], n: int) -> None:
+    if len(scores) != n or not all(1 <= s <= 10 for s in scores):
+        raise CorruptValueError(f"scores {list(scores)[:20]} are not {n} integers in 1..10")
+
+
+# --- samples -------------------------------------------------------------------------------
+
+
+def encode_sample(key: str, sample: Sample) -> bytes:
+    """A valid sample's cache value (invalid samples are never stored)."""
+    from grm import convert
+
+    if not sample.valid:
+        raise ValueError("invalid samples are not cached")
+    return _wrap(Kind.SAMPLE, key, convert.sample_to_pb(sample))
+
+
+def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
+    """The stored sample, checked against the spec asked for and restamped with it.
+
+    Index and attempt are not part of the key (they do not change the generation), so the
+    sample is returned under the caller's spec.
+    """
+    from grm import convert
+
+    msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample)
+    assert isinstance(msg, common_pb2.Sample)
+    if not msg.valid:
+        raise CorruptValueError("stored sample is invalid")
+    if msg.spec.seed != spec.seed or tuple(msg.spec.order) != tuple(spec.order):
+        raise CorruptValueError("stored sample has another seed or order")
+    if msg.spec.principles != spec.principles:
+        raise CorruptValueError("stored sample has other principles")
+    _check_scores(msg.scores, len(spec.order))
+    return replace(convert.sample_from_pb(msg, len(spec.order)), spec=spec)
+
+
+# --- principle sets ------------------------------------------------------------------------
+
+
+def encode_principles(key: str, principle_set: PrincipleSet) -> bytes:
+    """One principle set's cache value."""
+    from grm import convert
+
+    if not principle_set.text.strip():
+        raise ValueError("empty principle sets are not cached")
+    [msg] = convert.principle_sets_to_pb([principle_set])
+    return _wrap(Kind.PRINCIPLES, key, msg)
+
+
+def decode_principles(key: str, data: bytes) -> PrincipleSet:
+    """The stored principle set (non-empty text)."""
+    from grm import convert
+
+    msg = _unwrap(Kind.PRINCIPLES, key, data, principle_pb2.PrincipleSet)
+    assert isinstance(msg, principle_pb2.PrincipleSet)
+    if not msg.text.strip():
+        raise CorruptValueError("stored principle set is empty")
+    [principle_set] = convert.principle_sets_from_pb([msg])
+    return principle_set
+
+
+# --- results -------------------------------------------------------------------------------
+
+_STATUSES = frozenset(
+    v for v in reward_pb2.ScoreStatus.values() if v != reward_pb2.SCORE_STATUS_UNSPECIFIED
+)
+_AGGREGATIONS = frozenset(
+    v for v in common_pb2.Aggregation.values() if v != common_pb2.AGGREGATION_UNSPECIFIED
+)
+
+
+def encode_result(key: str, result: ScoreResult) -> bytes:
+    """A final result's cache value, every sample included (for include_samples requests)."""
+    from grm import convert
+
+    return _wrap(Kind.RESULT, key, convert.result_to_response(result, include_samples=True))
+
+
+def decode_result(key: str, data: bytes, n: int) -> ScoreResult:
+    """The stored result for n responses; checks its shape before anyone votes on it."""
+    from grm import convert
+
+    msg = _unwrap(Kind.RESULT, key, data, reward_pb2.ScoreResponse)
+    assert isinstance(msg, reward_pb2.ScoreResponse)
+    if msg.status not in _STATUSES or msg.aggregation not in _AGGREGATIONS:
+        raise CorruptValueError(f"unknown status {msg.status} or aggregation {msg.aggregation}")
+    if len(msg.rewards) != n or len(msg.votes) != n:
+        raise CorruptValueError(f"stored result is for {len(msg.rewards)} responses, not {n}")
+    if not msg.best or any(b >= n for b in msg.best):
+        raise CorruptValueError("stored result has no valid best index")
+    for s in msg.samples:
+        if s.valid:
+            _check_scores(s.scores, n)
+    return convert.response_to_result(msg)

@@ -1,0 +1,165 @@
+"""Cache keys: a hash of everything that determines the cached thing, and nothing else.
+
+Samples are keyed by what decides the generation — model id + revision + backend, template
+version, the context (all turns), the responses in the order the sample saw them (and that
+order, which maps its scores back to the caller), its principles, its seed and the sampling
+params — but not by its index or attempt, which only name it within one request. Because seeds
+derive from (request seed, index, attempt), the first 8 samples of a k=16 request are the
+samples of the k=8 request: k is incremental.
+
+Bump KEY_VERSION when the meaning of a stored value changes without any of these inputs
+changing (parsing or grammar semantics, the value encoding): old entries then simply stop
+being found and age out by TTL.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from grm.core.sampling import apply_order
+from grm.core.types import (
+    Aggregation,
+    Context,
+    ModelInfo,
+    PrincipleMode,
+    SampleSpec,
+    SamplingParams,
+    ScoreItem,
+)
+
+KEY_VERSION = 1
+DIGEST_BYTES = 16
+# What sources report before they know their model (the remote sampler pool says "unknown"
+# until a sampler answers): such a model identifies nothing, so nothing is cached under it.
+PLACEHOLDER_MODEL_IDS = frozenset({"", "unknown"})
+
+
+def model_known(model: ModelInfo) -> bool:
+    """Whether `model` identifies a model well enough to key a cache by it."""
+    return model.model_id not in PLACEHOLDER_MODEL_IDS
+
+
+class Kind(enum.StrEnum):
+    """The three cached things; each has its own TTL and counters."""
+
+    PRINCIPLES = "principles"
+    SAMPLE = "sample"
+    RESULT = "result"
+
+
+def _model(model: ModelInfo) -> list[str]:
+    return [model.model_id, model.revision, model.backend, model.template_version]
+
+
+def _context(context: Context) -> list[list[str]]:
+    return [[t.role, t.content] for t in context.turns]
+
+
+def _params(params: SamplingParams) -> dict[str, Any]:
+    return {
+        "temperature": float(params.temperature),
+        "top_p": float(params.top_p),
+        "max_new_tokens": int(params.max_new_tokens),
+        "grammar": bool(params.grammar),
+    }
+
+
+def make_key(kind: Kind, parts: dict[str, Any]) -> str:
+    """`{kind}:{version}:{hex digest}` of a canonical JSON encoding of `parts`."""
+    payload = json.dumps(
+        [KEY_VERSION, str(kind), parts],
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    digest = hashlib.blake2b(payload.encode("utf-8"), digest_size=DIGEST_BYTES).hexdigest()
+    return f"{kind}:{KEY_VERSION}:{digest}"
+
+
+def key_tag(key: str) -> bytes:
+    """8 bytes of the key's digest, stored inside the value to tie it to its key."""
+    return bytes.fromhex(key.rsplit(":", 1)[-1][:16])
+
+
+def sample_key(
+    model: ModelInfo,
+    context: Context,
+    responses: Sequence[str],
+    spec: SampleSpec,
+    params: SamplingParams,
+) -> str:
+    """The key of one critique sample."""
+    return make_key(
+        Kind.SAMPLE,
+        {
+            "model": _model(model),
+            "context": _context(context),
+            "shown": apply_order(responses, spec.order),
+            "order": list(spec.order),
+            "principles": spec.principles,
+            "seed": int(spec.seed),
+            "sampling": _params(params),
+        },
+    )
+
+
+def principles_key(
+    model: ModelInfo,
+    context: Context,
+    responses: Sequence[str],
+    seed: int,
+    index: int,
+    params: SamplingParams,
+) -> str:
+    """The key of principle set `index` of a request with `seed` (its seed derives from both)."""
+    return make_key(
+        Kind.PRINCIPLES,
+        {
+            "model": _model(model),
+            "context": _context(context),
+            "responses": list(responses),
+            "seed": int(seed),
+            "index": int(index),
+            "sampling": _params(params),
+        },
+    )
+
+
+def result_key(
+    model: ModelInfo,
+    item: ScoreItem,
+    *,
+    meta_rm: str = "",
+    principles_model: ModelInfo | None = None,
+) -> str:
+    """The key of a final result; request id and latency budget do not change a full result.
+
+    k_meta and the meta RM only matter to meta-vote, and the principle generator only when it
+    writes the principles, so they are normalised away otherwise (more hits, same answers).
+    """
+    meta = item.aggregation is Aggregation.META_VOTE
+    generated = item.principle_mode is PrincipleMode.SEPARATE and not item.principles
+    return make_key(
+        Kind.RESULT,
+        {
+            "model": _model(model),
+            "context": _context(item.context),
+            "responses": list(item.responses),
+            "k": int(item.k),
+            "k_meta": int(item.k_meta) if meta else 0,
+            "aggregation": str(item.aggregation),
+            "meta_rm": meta_rm if meta else "",
+            "seed": int(item.seed),
+            "sampling": _params(item.sampling),
+            "principles": item.principles,
+            "principle_mode": str(item.principle_mode) if not item.principles else "given",
+            "principles_model": (
+                _model(principles_model) if generated and principles_model is not None else None
+            ),
+        },
+    )

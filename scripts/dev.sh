@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for setting up, running and testing GRM Suite on a fresh Debian machine.
 #   scripts/dev.sh setup   install system packages (as root) and the virtualenv in .venv
-#   scripts/dev.sh run     set up, then score examples/items.jsonl with the embedded model
+#   scripts/dev.sh run     set up, start the suite (grm up), score examples/items.jsonl through it
 #   scripts/dev.sh test    set up, then lint, check generated code and run the whole test suite
 #   scripts/dev.sh up      set up, then run the whole suite locally (grm up, port 50051)
 #   scripts/dev.sh protos  regenerate services/grm/v1 from protos/
@@ -65,9 +65,24 @@ cmd=${1:-help}
 case "$cmd" in
   setup) setup ;;
   run)
+    # The whole suite (aggregator, principle generator, two samplers) on the embedded model,
+    # the bundled examples scored through its front door, then it keeps serving until Ctrl-C.
     setup
-    log "scoring examples/items.jsonl with the embedded model at k=4"
-    "$VENV/bin/grm" score examples/items.jsonl --k 4
+    portfile=$(mktemp)
+    rm -f "$portfile"
+    log "starting the suite (grm up): front door on 127.0.0.1:50051"
+    "$VENV/bin/grm" up --port-file "$portfile" "${@:2}" &
+    up_pid=$!
+    trap 'kill -TERM $up_pid 2>/dev/null; wait $up_pid 2>/dev/null' EXIT INT TERM
+    while [ ! -s "$portfile" ]; do
+      kill -0 "$up_pid" 2>/dev/null || { log "grm up failed to start"; exit 1; }
+      sleep 1
+    done
+    port=$(cat "$portfile")
+    log "scoring examples/items.jsonl through 127.0.0.1:$port at k=4"
+    "$VENV/bin/grm" score examples/items.jsonl --target "127.0.0.1:$port" --k 4
+    log "the suite is still running on 127.0.0.1:$port (Ctrl-C stops it)"
+    wait "$up_pid"
     ;;
   test)
     setup

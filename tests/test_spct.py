@@ -214,3 +214,71 @@ async def test_resume_continues_after_the_last_finished_line(tmp_path: Path) -> 
     assert resumed == full
     assert [i["line"] for i in read(out / "items.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert read(out / "rft.jsonl") == read(tmp_path / "full" / "rft.jsonl")
+
+
+def test_spct_data_cli_against_the_scripted_tgi_server(tmp_path: Path) -> None:
+    """`grm spct-data` on 20 HH-RLHF pairs through real HTTP to `grm dev-tgi --scripted`."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "services")}
+    port_file = tmp_path / "port"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "grm.cli",
+            "dev-tgi",
+            "--scripted",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert server.poll() is None and time.monotonic() < deadline, "dev-tgi did not start"
+            time.sleep(0.1)
+        src = tmp_path / "pairs.jsonl"
+        src.write_text("".join(DATA.read_text().splitlines(keepends=True)[:20]))
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grm.cli",
+                "spct-data",
+                str(src),
+                "--out",
+                str(out),
+                "--tgi-url",
+                f"http://127.0.0.1:{port_file.read_text().strip()}",
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads(proc.stdout) == summary
+    items, rft, meta = (
+        read(out / "items.jsonl"),
+        read(out / "rft.jsonl"),
+        read(out / "meta_rm.jsonl"),
+    )
+    assert summary["items"] == len(items) == 20 and summary["bad_lines"] == 0
+    assert summary["meta_rm_records"] == len(meta) == sum(i["n_valid"] for i in items) == 60
+    assert len(rft) == sum(i["n_correct"] for i in items if not i["too_easy"])
+    assert summary["invalid_rate"] == 0.0

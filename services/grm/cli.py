@@ -202,7 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_args(score)
     _add_serve_parser(sub)
     _add_up_parser(sub)
+    _add_tool_parsers(sub)
     return parser
+
+
+def _add_tool_parsers(sub: Any) -> None:
+    """Tools that are not services: the TGI stand-in, SPCT data, benchmarks."""
+    from grm import spct
+    from grm.bench.__main__ import add_parsers as add_bench_parsers
+    from grm.devtgi.main import add_arguments as add_devtgi_arguments
+
+    dev_tgi = sub.add_parser(
+        "dev-tgi", help="a TGI-compatible HTTP server (embedded model or --scripted outputs)"
+    )
+    add_devtgi_arguments(dev_tgi)
+    spct_data = sub.add_parser(
+        "spct-data", help="SPCT training data (RFT + meta-RM) from labeled preferences"
+    )
+    spct.add_arguments(spct_data)
+    bench = sub.add_parser("bench", help="benchmarks: each prints a table and writes JSON")
+    add_bench_parsers(bench.add_subparsers(dest="scenario", required=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +235,20 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "up":
             return _up(args)
+        if args.command == "dev-tgi":
+            from grm.devtgi.main import run as run_devtgi
+
+            asyncio.run(run_devtgi(args))
+            return 0
+        if args.command == "spct-data":
+            from grm.spct import run_cli as run_spct_cli
+
+            asyncio.run(run_spct_cli(args))
+            return 0
+        if args.command == "bench":
+            from grm.bench.__main__ import run as run_bench
+
+            return run_bench(args)
     except GrmError as exc:
         print(f"grm: error: {exc}", file=sys.stderr)
         return 2

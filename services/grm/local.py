@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from grm.backends import make_backend
 from grm.backends.base import GenerationBackend
 from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
 from grm.core.templates import DEFAULT_TEMPLATE, TemplateSet, load_templates
@@ -71,9 +72,14 @@ def build_local_stack(
     meta_rm: str | None = "agreement",
     meta_rm_url: str | None = None,
     max_attempts: int = 3,
+    tgi_url: str | None = None,
 ) -> LocalStack:
-    """An embedded model with the sampler, principle generator and pipeline around it."""
-    backend = EmbeddedBackend(EmbeddedSettings(model_path=model_path, n_ctx=n_ctx))
+    """A model (embedded, or TGI at `tgi_url`) with the sampler, principles and pipeline."""
+    backend: GenerationBackend
+    if tgi_url:
+        backend = make_backend("tgi", tgi_url=tgi_url)
+    else:
+        backend = EmbeddedBackend(EmbeddedSettings(model_path=model_path, n_ctx=n_ctx))
     templates = load_templates(template)
     sampler = CritiqueSampler(backend, templates)
     pipeline = ScoringPipeline(

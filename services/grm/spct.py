@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from grm.backends.base import GenerationBackend
-from grm.core.errors import GrmError
+from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.sampling import apply_order, sample_spec
 from grm.core.spct import is_correct
 from grm.core.templates import TemplateSet
@@ -309,31 +309,55 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
+    p.add_argument("--tgi-url", default=None, help="sample from TGI (or grm dev-tgi) instead")
+    p.add_argument("--target", default=None, help="sample through a running suite at HOST:PORT")
+    p.add_argument("--timeout", type=float, default=600.0, help="--target: seconds per item")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 async def run_cli(args: Any) -> dict[str, Any]:
-    """`grm spct-data` on the in-process embedded stack."""
-    from grm.local import build_local_stack
+    """`grm spct-data` in process (embedded or TGI backend) or through a running suite."""
+    build = default_build(
+        args.n,
+        SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+        seed=args.seed,
+    )
+    common = dict(keep_easy=args.keep_easy, progress=not args.quiet)
+    if args.target:
+        if args.hint:
+            raise InvalidArgumentError("hinted sampling needs a local model, not --target")
+        from grm.client import AsyncGrmClient
+        from grm.core.templates import load_templates
 
-    stack = build_local_stack(model_path=args.model_path, meta_rm=None)
-    try:
-        await stack.start()
-        summary = await run_spct(
-            Path(args.input),
-            Path(args.out),
-            build=default_build(
-                args.n,
-                SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
-                seed=args.seed,
-            ),
-            score=stack.pipeline.score,
-            templates=stack.sampler.templates,
-            keep_easy=args.keep_easy,
-            hinter=Hinter(stack.sampler) if args.hint else None,
-            progress=not args.quiet,
-        )
-    finally:
-        await stack.close()
+        async with AsyncGrmClient(args.target, timeout=args.timeout) as client:
+
+            async def score(item: ScoreItem) -> ScoreResult:
+                return await client.score_item(item, include_samples=True)
+
+            summary = await run_spct(
+                Path(args.input),
+                Path(args.out),
+                build=build,
+                score=score,
+                templates=load_templates(),
+                **common,  # type: ignore[arg-type]
+            )
+    else:
+        from grm.local import build_local_stack
+
+        stack = build_local_stack(model_path=args.model_path, meta_rm=None, tgi_url=args.tgi_url)
+        try:
+            await stack.start()
+            summary = await run_spct(
+                Path(args.input),
+                Path(args.out),
+                build=build,
+                score=stack.pipeline.score,
+                templates=stack.sampler.templates,
+                hinter=Hinter(stack.sampler) if args.hint else None,
+                **common,  # type: ignore[arg-type]
+            )
+        finally:
+            await stack.close()
     print(json.dumps(summary, indent=2))
     return summary

@@ -59,7 +59,6 @@ SERVICES = {
 # The services ignore variables they do not declare, so these are inert until then; any other
 # GRM_* name the chart sets must be a setting the service declares today.
 PENDING_SETTINGS = {
-    "GRM_METRICS_PORT": "#8 OpenTelemetry metrics: --metrics-port",
     "GRM_BACKEND": "#4 TGI backend: --backend embedded|tgi (grm.backends.make_backend)",
     "GRM_TGI_URL": "#4 TGI backend: --tgi-url URL[,URL...] (grm.backends.make_backend)",
     "GRM_SAMPLER_DISCOVERY": "#6 pool discovery with the kubernetes client",

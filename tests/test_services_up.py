@@ -38,7 +38,8 @@ async def test_grm_up_runs_the_suite_in_child_processes(tmp_path: Path) -> None:
     port_file = tmp_path / "front.port"
     log = (tmp_path / "up.log").open("wb")  # the suite's logs (a pipe could fill up)
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "grm.cli", "up", "--port", "0", "--port-file", str(port_file),
+        sys.executable, "-m", "grm.cli", "up", "--port", "0", "--metrics-port", "0",
+        "--port-file", str(port_file),
         "--samplers", "2", "--n-ctx", "2048",
         stdout=asyncio.subprocess.PIPE, stderr=log,
     )  # fmt: skip

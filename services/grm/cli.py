@@ -138,6 +138,9 @@ def _add_up_parser(sub: Any) -> None:
     up.add_argument("--meta-rm", default="agreement", help="agreement | llm | none")
     up.add_argument("--port-file", default=None, help="write the front door's port here")
     up.add_argument("--startup-timeout", type=float, default=180.0, help="seconds")
+    from grm.up import add_up_options
+
+    add_up_options(up)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -158,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     import logging
 
-    from grm.up import UpSettings, run_up
+    from grm.up import UpSettings, run_up, up_options
 
     logging.basicConfig(level="INFO", format="%(asctime)s grm-up %(levelname)s: %(message)s")
     settings = UpSettings(
@@ -171,6 +174,7 @@ def _up(args: argparse.Namespace) -> int:
         meta_rm=args.meta_rm,
         port_file=args.port_file,
         startup_timeout_s=args.startup_timeout,
+        **up_options(args),
     )
     return asyncio.run(run_up(settings))
 

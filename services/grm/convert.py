@@ -381,6 +381,17 @@ def result_to_response(
     return msg
 
 
+def cache_usage_to_pb(usage: Any) -> reward_pb2.CacheUsage:
+    """A grm.cache.CacheUsage (what one request got from the cache) as its message."""
+    return reward_pb2.CacheUsage(
+        result_hit=bool(usage.result_hit),
+        samples_reused=int(usage.samples_reused),
+        samples_generated=int(usage.samples_generated),
+        principles_reused=int(usage.principles_reused),
+        principles_generated=int(usage.principles_generated),
+    )
+
+
 def response_to_result(msg: reward_pb2.ScoreResponse) -> ScoreResult:
     """The core ScoreResult of a ScoreResponse (what local scoring would have returned)."""
     n = len(msg.rewards)

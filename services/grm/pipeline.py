@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from grm import telemetry
 from grm.core.errors import GrmError, InvalidArgumentError, UnavailableError
 from grm.core.sampling import sample_spec
 from grm.core.types import (
@@ -79,7 +80,10 @@ class ScoringPipeline:
             raise InvalidArgumentError(
                 "separate mode needs a principle generator", field="principle_mode"
             )
-        sets = await self.principles.generate(item.context, (), item.k, item.seed, item.sampling)
+        with telemetry.stage("principles", **{"grm.principle_sets": item.k}):
+            sets = await self.principles.generate(
+                item.context, (), item.k, item.seed, item.sampling
+            )
         return [s.text for s in sets]  # type: ignore[attr-defined]
 
     async def score(self, item: ScoreItem) -> ScoreResult:
@@ -105,7 +109,13 @@ class ScoringPipeline:
             for j in range(item.k)
         ]
         for attempt in range(self.settings.max_attempts):
-            got = await self.sampler.sample(item.context, item.responses, pending, item.sampling)
+            with telemetry.stage(
+                "sampling", **{"grm.attempt": attempt, "grm.samples": len(pending)}
+            ) as span:
+                got = await self.sampler.sample(
+                    item.context, item.responses, pending, item.sampling
+                )
+                span.set_attribute("grm.samples_invalid", sum(not s.valid for s in got))
             drawn.extend(got)
             failed = [s.spec for s in got if not s.valid]
             if not failed or (item.sampling.temperature == 0 and not shuffle):
@@ -146,14 +156,19 @@ class ScoringPipeline:
             t0 = time.perf_counter()
             try:
                 assert self.meta_rm is not None
-                scores = await self.meta_rm.score(item.context, item.responses, valid)
+                with telemetry.stage("meta_rm", **{"grm.samples": len(valid)}):
+                    scores = await self.meta_rm.score(item.context, item.responses, valid)
                 meta_scores = list(scores)
                 used = list(select_top(scores, min(item.k_meta, len(valid))))
             except (TimeoutError, GrmError) as exc:
                 status, detail = ScoreStatus.DEGRADED, f"meta RM failed ({exc}); plain vote"
             meta_ms = (time.perf_counter() - t0) * 1000
 
-        outcome = vote([s.scores for s, u in zip(valid, used, strict=True) if u and s.scores], n)
+        with telemetry.stage("vote", **{"grm.k_valid": len(valid)}) as span:
+            outcome = vote(
+                [s.scores for s, u in zip(valid, used, strict=True) if u and s.scores], n
+            )
+            span.set_attribute("grm.k_used", outcome.k_used)
         return ScoreResult(
             rewards=outcome.rewards,
             votes=outcome.votes,

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grm.convert import FIELD_METADATA_KEY, status_code
 from grm.core.errors import GrmError
+from grm.telemetry import ServerTraceInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class ServerSettings:
     max_connection_age_s: float = 300.0  # clients reconnect (and re-balance) after this
     max_connection_age_grace_s: float = 30.0
     port_file: str | None = None  # write the bound port here once listening (for `grm up`)
+    metrics_port: int = 0  # Prometheus /metrics on host:metrics_port (0 = off)
+    log_format: str = "text"  # text | json (structured, with trace and request ids)
+    log_content: bool = False  # log prompts and generations (never by default)
 
 
 def server_options(s: ServerSettings) -> list[tuple[str, Any]]:
@@ -127,7 +131,8 @@ class GrmServer:
     ) -> None:
         self.settings = settings
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=server_options(settings)
+            interceptors=[ServerTraceInterceptor(), ErrorInterceptor()],
+            options=server_options(settings),
         )
         for add in register:
             add(self.server)
@@ -206,6 +211,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
+        _telemetry(server)
         port = await server.start()
         log.info("listening on %s:%d (NOT_SERVING until warm)", server.settings.host, port)
         if warm_up is not None:
@@ -231,6 +237,19 @@ async def serve(
         for sig in installed:
             loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+def _telemetry(server: GrmServer) -> None:
+    """Providers from OTEL_* (export only when configured), /metrics, the log format."""
+    from grm import telemetry
+
+    s = server.settings
+    name = next(
+        (telemetry.SERVICE_NAMES[n] for n in server.service_names if n in telemetry.SERVICE_NAMES),
+        "grm",
+    )
+    telemetry.configure_logging(s.log_format, name, content=s.log_content)
+    telemetry.setup(name, host=s.host, metrics_port=s.metrics_port)
 
 
 async def wait_serving(

@@ -83,7 +83,15 @@ def server_options(default_port: int) -> list[Option]:
         Option("--max-connection-age-s", float, 300.0, "clients reconnect after this long"),
         Option("--port-file", str, None, "write the bound port to this file"),
         Option("--log-level", str, "INFO", "logging level"),
+        *TELEMETRY_OPTIONS,
     ]
+
+
+TELEMETRY_OPTIONS = [
+    Option("--metrics-port", int, 0, "Prometheus /metrics port on --host (0 = off)"),
+    Option("--log-format", str, "json", "log lines: json (with trace/request ids) | text"),
+    Option("--log-content", parse_bool, False, "also log prompts and generations"),
+]
 
 
 def server_settings(values: Mapping[str, Any]) -> ServerSettings:
@@ -94,6 +102,9 @@ def server_settings(values: Mapping[str, Any]) -> ServerSettings:
         max_message_mb=values["max_message_mb"],
         max_connection_age_s=values["max_connection_age_s"],
         port_file=values["port_file"],
+        metrics_port=values.get("metrics_port", 0),
+        log_format=values.get("log_format", "text"),
+        log_content=values.get("log_content", False),
     )
 
 
@@ -103,6 +114,47 @@ MODEL_OPTIONS = [
     Option("--n-threads", int, None, "llama.cpp threads (default: all cores)"),
     Option("--template", str, "grm-default-v1", "prompt template version"),
 ]
+
+
+def parse_backend(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("embedded", "tgi"):
+        raise ValueError(f"unknown backend {text!r}; choose embedded or tgi")
+    return value
+
+
+BACKEND_OPTIONS = [
+    Option("--backend", parse_backend, "embedded", "generation backend: embedded | tgi"),
+    Option("--tgi-url", parse_list, (), "TGI endpoint URL(s), comma-separated (--backend tgi)"),
+    Option("--tgi-max-in-flight", int, None, "in-flight TGI requests per endpoint (max: /info)"),
+    Option("--tgi-timeout-s", float, 300.0, "longest TGI call (the caller's deadline is shorter)"),
+    Option("--health-interval-s", float, 5.0, "how often readiness re-checks the TGI backend"),
+]
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Which generation backend a sampler or principle generator runs on, and how."""
+
+    kind: str = "embedded"
+    tgi_urls: tuple[str, ...] = ()
+    tgi_max_in_flight: int | None = None
+    tgi_timeout_s: float = 300.0
+    health_interval_s: float = 5.0
+
+
+def backend_settings(values: Mapping[str, Any]) -> BackendSettings:
+    """BackendSettings from resolved BACKEND_OPTIONS; `--backend tgi` needs `--tgi-url`."""
+    settings = BackendSettings(
+        kind=values["backend"],
+        tgi_urls=tuple(values["tgi_url"]),
+        tgi_max_in_flight=values["tgi_max_in_flight"],
+        tgi_timeout_s=values["tgi_timeout_s"],
+        health_interval_s=values["health_interval_s"],
+    )
+    if settings.kind == "tgi" and not settings.tgi_urls:
+        raise SystemExit("grm: error: --backend tgi needs --tgi-url (or GRM_TGI_URL)")
+    return settings
 
 
 def environ() -> Mapping[str, str]:

@@ -4,10 +4,15 @@ One principle generator, N critique samplers (separate processes, so they really
 in parallel, each with its share of the cores) and the aggregator front door. Children bind
 free ports and report them through port files; the front door starts once every sampler is
 SERVING. Ctrl-C or SIGTERM stops the front door first (in-flight requests finish), then the rest.
+
+`--backend tgi --tgi-url URL` runs the samplers and the principle generator against TGI
+servers instead of the embedded model; `--redis-url` gives the aggregator a Redis cache. The
+children also inherit GRM_* variables (GRM_BACKEND, GRM_TGI_URL, GRM_REDIS_URL, ...).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -19,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from grm.server import wait_serving, write_port_file
 
@@ -38,6 +43,77 @@ class UpSettings:
     port_file: str | None = None  # write the front door's port here once it is SERVING
     startup_timeout_s: float = 180.0
     grace_s: float = 10.0
+    backend: str | None = None  # embedded | tgi (None: the children's default / GRM_BACKEND)
+    tgi_url: str | None = None  # URL[,URL...] of the TGI servers (--backend tgi)
+    redis_url: str | None = None  # the aggregator's cache (None: in-memory / GRM_REDIS_URL)
+    metrics_port: int = 0  # aggregator's /metrics; principles +1, samplers +2... (0 = off)
+    log_format: str = "text"  # the children's log lines: text | json
+
+
+def add_up_options(parser: argparse.ArgumentParser) -> None:
+    """The `grm up` flags that choose the backend and the cache (cli.py's `up` parser)."""
+    parser.add_argument(
+        "--backend", choices=["embedded", "tgi"], default=None, help="generation backend"
+    )
+    parser.add_argument("--tgi-url", default=None, help="TGI server URL(s), comma-separated")
+    parser.add_argument(
+        "--redis-url", default=None, help="cache in Redis (default: in-memory per aggregator)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="aggregator's /metrics; principles +1, samplers +2 and up (0 = off)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="the services' log lines"
+    )
+
+
+def up_options(args: argparse.Namespace) -> dict[str, Any]:
+    """UpSettings fields from the flags `add_up_options` declared."""
+    return {
+        "backend": getattr(args, "backend", None),
+        "tgi_url": getattr(args, "tgi_url", None),
+        "redis_url": getattr(args, "redis_url", None),
+        "metrics_port": getattr(args, "metrics_port", 0),
+        "log_format": getattr(args, "log_format", "text"),
+    }
+
+
+def backend_args(settings: UpSettings) -> list[str]:
+    """Flags for the sampler and principle children."""
+    out = []
+    if settings.backend:
+        out += ["--backend", settings.backend]
+    if settings.tgi_url:
+        out += ["--tgi-url", settings.tgi_url]
+    return out
+
+
+def telemetry_args(settings: UpSettings, offset: int) -> list[str]:
+    """Flags for child number `offset` (0 aggregator, 1 principles, 2+ samplers)."""
+    out = ["--log-format", settings.log_format]
+    if settings.metrics_port:
+        out += ["--metrics-port", str(settings.metrics_port + offset)]
+    return out
+
+
+def metrics_lines(settings: UpSettings, samplers: int) -> str:
+    """Where `grm up` serves each child's /metrics (printed with the instructions)."""
+    if not settings.metrics_port:
+        return ""
+    names = ["aggregator", "principles", *(f"sampler-{i}" for i in range(samplers))]
+    urls = [
+        f"  {name}: http://{settings.host}:{settings.metrics_port + i}/metrics"
+        for i, name in enumerate(names)
+    ]
+    return "Prometheus metrics:\n" + "\n".join(urls) + "\n"
+
+
+def aggregator_args(settings: UpSettings) -> list[str]:
+    """Flags for the aggregator child."""
+    return ["--redis-url", settings.redis_url] if settings.redis_url else []
 
 
 @dataclass
@@ -134,6 +210,7 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
     model = ["--n-ctx", str(settings.n_ctx)]
     if settings.model_path:
         model += ["--model-path", settings.model_path]
+    model += backend_args(settings)
     common = ["--host", settings.host, "--grace-s", str(settings.grace_s)]
     backends: list[Child] = []
     front: list[Child] = []
@@ -144,7 +221,7 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
             backends.append(
                 await _spawn(
                     "principles",
-                    ["principles", *common, "--port", "0", *model],
+                    ["principles", *common, "--port", "0", *model, *telemetry_args(settings, 1)],
                     ports / "principles.port",
                 )
             )
@@ -152,7 +229,16 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
                 backends.append(
                     await _spawn(
                         f"sampler-{i}",
-                        ["sampler", *common, "--port", "0", "--n-threads", str(threads), *model],
+                        [
+                            "sampler",
+                            *common,
+                            "--port",
+                            "0",
+                            "--n-threads",
+                            str(threads),
+                            *model,
+                            *telemetry_args(settings, 2 + i),
+                        ],
                         ports / f"sampler-{i}.port",
                     )
                 )
@@ -176,6 +262,8 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
                         backends[0].address,
                         "--meta-rm",
                         settings.meta_rm,
+                        *aggregator_args(settings),
+                        *telemetry_args(settings, 0),
                     ],
                     ports / "aggregator.port",
                 )
@@ -183,6 +271,7 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
             if not await _until(_ready(front[0], settings.host, settings.startup_timeout_s), stop):
                 return 130
             out.write(instructions(front[0].address, samplers, backends[0].address))
+            out.write(metrics_lines(settings, len(samplers)))
             out.flush()
             if settings.port_file:
                 write_port_file(settings.port_file, int(front[0].address.rsplit(":", 1)[1]))

@@ -1,44 +1,78 @@
 """The aggregator's scoring logic: one item or a batch under one deadline (no gRPC here).
 
 A failed item is an error, never a reward: the batch keeps going and reports it in place.
+With a ResultCache, a repeated request is answered from the cache (identical concurrent ones
+are computed once); each item reports what it got from the cache (grm.cache.CacheUsage).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from grm import deadlines
+from grm import deadlines, telemetry
 from grm.aggregator.pool import MIN_CALL_S
+from grm.cache import CacheUsage, ResultCache, track_usage
+from grm.cache.keys import model_known
 from grm.core.errors import DeadlineExceededError, GrmError
-from grm.core.types import ScoreItem, ScoreResult
+from grm.core.types import ModelInfo, ScoreItem, ScoreResult
 from grm.pipeline import ScoringPipeline
 
 log = logging.getLogger(__name__)
 
-ItemOutcome = ScoreResult | GrmError
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored item and what it got from the cache."""
+
+    result: ScoreResult
+    cache: CacheUsage
+
+
+ItemOutcome = Scored | GrmError
 
 
 class RewardScorer:
     """Runs the pipeline under the caller's deadline and the item's latency budget."""
 
-    def __init__(self, pipeline: ScoringPipeline, *, batch_concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        pipeline: ScoringPipeline,
+        *,
+        batch_concurrency: int = 8,
+        results: ResultCache | None = None,
+        principles_model: Callable[[], ModelInfo] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.batch_concurrency = max(1, batch_concurrency)
+        self.results = results
+        self.principles_model = principles_model  # the principle generator's model, when known
 
-    async def score(self, item: ScoreItem) -> ScoreResult:
+    async def score(self, item: ScoreItem) -> Scored:
         """Score one item; a deadline that ran out with nothing to vote on is DEADLINE_EXCEEDED."""
         budget = item.latency_budget_ms / 1000 if item.latency_budget_ms else None
-        with deadlines.scope(budget):
+        with telemetry.score_request(item) as rec, track_usage() as usage, deadlines.scope(budget):
             # Sampling ends a reserve before the caller's deadline: voting and the reply
             # (with whatever samples finished) must still reach the caller in time.
             with deadlines.scope(deadlines.downstream_timeout(deadlines.remaining())):
-                return await self._score(item)
+                result = rec.done(await self._score(item), usage)
+        return Scored(result, usage)
+
+    async def _compute(self, item: ScoreItem) -> ScoreResult:
+        if self.results is None:
+            return await self.pipeline.score(item)
+        if self.principles_model is not None:
+            model = self.principles_model()  # learned from the generator's replies
+            self.results.principles_model = model if model_known(model) else None
+        return await self.results.get_or_compute(
+            item, self.pipeline.sampler.info, lambda: self.pipeline.score(item)
+        )
 
     async def _score(self, item: ScoreItem) -> ScoreResult:
         try:
-            return await self.pipeline.score(item)
+            return await self._compute(item)
         except GrmError as exc:
             # The pool stops calling samplers MIN_CALL_S before the deadline.
             if deadlines.expired(MIN_CALL_S) and not isinstance(exc, DeadlineExceededError):

@@ -1,4 +1,9 @@
-"""`grm serve aggregator`: the RewardService front door over remote samplers."""
+"""`grm serve aggregator`: the RewardService front door over remote samplers.
+
+Caching (DESIGN §2): samples, principle sets and final results go through grm.cache — Redis
+with `--redis-url` (GRM_REDIS_URL; GRM_REDIS_PASSWORD, GRM_CACHE_PREFIX), else a bounded
+in-memory LRU; `--cache false` (GRM_CACHE) turns it off. Redis down = slower, never an error.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,14 @@ from grm.aggregator.logic import RewardScorer
 from grm.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
 from grm.aggregator.service import RewardServicer
 from grm.backends.base import GenerationBackend
+from grm.cache import (
+    CacheSettings,
+    CachingPrincipleSource,
+    CachingSampleSource,
+    GrmCache,
+    ResultCache,
+    build_cache,
+)
 from grm.core.templates import load_templates
 from grm.core.types import SamplingParams
 from grm.core.validation import Defaults, Limits
@@ -20,6 +33,7 @@ from grm.server import GrmServer, ServerSettings, serve
 from grm.settings import (
     Option,
     add_options,
+    parse_bool,
     parse_list,
     resolve,
     server_options,
@@ -50,6 +64,8 @@ OPTIONS = [
     Option("--default-k", int, _D.k, "k when a request leaves it unset"),
     Option("--default-max-new-tokens", int, _S.max_new_tokens, "max_new_tokens default"),
     Option("--default-temperature", float, _S.temperature, "temperature default"),
+    Option("--cache", parse_bool, True, "cache samples, principle sets and results"),
+    Option("--redis-url", str, None, "cache in Redis (redis:// or rediss://); default in-memory"),
 ]
 
 
@@ -70,6 +86,8 @@ class AggregatorSettings:
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     log_level: str = "INFO"
+    # None: no cache (the CLI sets one unless --cache false: in-memory without --redis-url).
+    cache: CacheSettings | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +125,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
             ),
         ),
         log_level=v["log_level"],
+        cache=CacheSettings.from_env(environ, redis_url=v["redis_url"]) if v["cache"] else None,
     )
 
 
@@ -118,6 +137,7 @@ class Aggregator:
     pool: RemoteSamplerPool
     principles: RemotePrincipleSource | None
     meta_backend: GenerationBackend | None
+    cache: GrmCache | None = None
 
     async def warm_up(self) -> None:
         if self.meta_backend is not None:
@@ -129,6 +149,8 @@ class Aggregator:
             await self.principles.close()
         if self.meta_backend is not None:
             await self.meta_backend.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 def build(
@@ -160,14 +182,32 @@ def build(
         model=settings.meta_rm_model,
         label=settings.meta_rm_label,
     )
-    pipeline = ScoringPipeline(
-        pool,
-        principles=principles,
-        meta_rm=meta_rm,
-        settings=PipelineSettings(max_attempts=settings.max_attempts),
-    )
+    if settings.cache is None:
+        cache = None
+        pipeline = ScoringPipeline(
+            pool,
+            principles=principles,
+            meta_rm=meta_rm,
+            settings=PipelineSettings(max_attempts=settings.max_attempts),
+        )
+        scorer = RewardScorer(pipeline, batch_concurrency=settings.batch_concurrency)
+    else:
+        cache = build_cache(settings.cache)
+        cached = CachingPrincipleSource(principles, cache) if principles is not None else None
+        pipeline = ScoringPipeline(
+            CachingSampleSource(pool, cache),
+            principles=cached,
+            meta_rm=meta_rm,
+            settings=PipelineSettings(max_attempts=settings.max_attempts),
+        )
+        scorer = RewardScorer(
+            pipeline,
+            batch_concurrency=settings.batch_concurrency,
+            results=ResultCache(cache, meta_rm=_meta_rm_identity(settings) if meta_rm else ""),
+            principles_model=(lambda: cached.info) if cached is not None else None,
+        )
     servicer = RewardServicer(
-        RewardScorer(pipeline, batch_concurrency=settings.batch_concurrency),
+        scorer,
         limits=settings.limits,
         defaults=settings.defaults,
         max_batch_items=settings.max_batch_items,
@@ -177,7 +217,18 @@ def build(
         register=[lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, s)],
         service_names=[reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name],
     )
-    return Aggregator(server, pool, principles, meta_backend)
+    return Aggregator(server, pool, principles, meta_backend, cache)
+
+
+def _meta_rm_identity(settings: AggregatorSettings) -> str:
+    """What distinguishes one meta RM from another in a cached meta-vote result."""
+    if settings.meta_rm == "http":
+        parts = [settings.meta_rm_url or "", settings.meta_rm_model, settings.meta_rm_label or ""]
+    elif settings.meta_rm == "llm":
+        parts = [settings.meta_model_path or "default", settings.template]
+    else:
+        parts = []
+    return ":".join([settings.meta_rm, *parts])
 
 
 async def run(settings: AggregatorSettings, **_: Any) -> None:

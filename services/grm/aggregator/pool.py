@@ -4,7 +4,8 @@
 samples over all sampler endpoints (one channel each, least loaded first, round-robin among
 equals), gives each call the caller's remaining deadline minus a reserve, and turns a lost
 endpoint into invalid "sampler unavailable" samples — which the pipeline re-samples, and this
-pool then sends to the endpoints that are still up.
+pool then sends to the endpoints that are still up. A sampler's INVALID_ARGUMENT (e.g. the
+prompt is over its model's input limit) is the caller's error: it is raised, not re-sampled.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParam
 from grm.principles.logic import PrincipleSet
 from grm.sampler.bounded import DEADLINE_REASON, unfinished
 from grm.server import channel_options
+from grm.telemetry import ClientTraceInterceptor
 from grm.v1 import critique_pb2, critique_pb2_grpc, principle_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,9 @@ class RemoteSamplerPool:
     def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
         if ep.stub is None:
             ep.channel = grpc.aio.insecure_channel(
-                ep.address, options=channel_options(self.max_message_mb)
+                ep.address,
+                options=channel_options(self.max_message_mb),
+                interceptors=[ClientTraceInterceptor()],  # joins the request's trace
             )
             ep.stub = critique_pb2_grpc.CritiqueServiceStub(ep.channel)
         return ep.stub
@@ -154,6 +158,11 @@ class RemoteSamplerPool:
             reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
+                raise convert.error_from_status(
+                    code, exc.details() or "", str(field) if field else None
+                ) from None
             ep.failures += 1
             ep.last_error = f"{code.name}: {exc.details()}"
             if code in _LOST:
@@ -206,11 +215,19 @@ class RemotePrincipleSource:
         self._stubs: dict[str, principle_pb2_grpc.PrincipleServiceStub] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._cursor = 0
+        self._info = ModelInfo(model_id="unknown", backend="remote")
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model the principle generator last reported (part of principle cache keys)."""
+        return self._info
 
     def _stub(self, address: str) -> principle_pb2_grpc.PrincipleServiceStub:
         if address not in self._stubs:
             channel = grpc.aio.insecure_channel(
-                address, options=channel_options(self.max_message_mb)
+                address,
+                options=channel_options(self.max_message_mb),
+                interceptors=[ClientTraceInterceptor()],  # joins the request's trace
             )
             self._channels.append(channel)
             self._stubs[address] = principle_pb2_grpc.PrincipleServiceStub(channel)
@@ -245,6 +262,9 @@ class RemotePrincipleSource:
                 raise convert.error_from_status(
                     exc.code(), f"principle generator: {exc.details()}"
                 ) from exc
+            model = convert.model_from_pb(reply.model)
+            if model is not None:
+                self._info = model
             return convert.principle_sets_from_pb(reply.sets)
         raise UnavailableError(f"no principle generator reachable ({last})")
 

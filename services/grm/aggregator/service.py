@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from grm import convert, deadlines
-from grm.aggregator.logic import RewardScorer
+from grm.aggregator.logic import RewardScorer, Scored
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.types import ScoreItem
 from grm.core.validation import Defaults, Limits, build_item
@@ -38,8 +38,8 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     ) -> reward_pb2.ScoreResponse:
         item = self._item(request)
         with deadlines.scope(context.time_remaining()):
-            result = await self.scorer.score(item)
-        return convert.result_to_response(result, include_samples=request.include_samples)
+            scored = await self.scorer.score(item)
+        return _response(scored, include_samples=request.include_samples)
 
     async def ScoreBatch(
         self, request: reward_pb2.ScoreBatchRequest, context: grpc.aio.ServicerContext
@@ -64,7 +64,11 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             if isinstance(outcome, GrmError):
                 reply.items.add(error=convert.item_error(outcome))
             else:
-                reply.items.add(
-                    result=convert.result_to_response(outcome, include_samples=req.include_samples)
-                )
+                reply.items.add(result=_response(outcome, include_samples=req.include_samples))
         return reply
+
+
+def _response(scored: Scored, *, include_samples: bool) -> reward_pb2.ScoreResponse:
+    msg = convert.result_to_response(scored.result, include_samples=include_samples)
+    msg.cache.CopyFrom(convert.cache_usage_to_pb(scored.cache))
+    return msg

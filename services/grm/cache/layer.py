@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from grm import telemetry
 from grm.cache.base import CacheStore
 from grm.cache.keys import Kind
 
@@ -81,6 +82,7 @@ class GrmCache:
         self.ttl = ttl
         self.retry_after_s = retry_after_s
         self.stats = CacheStats()
+        telemetry.watch_cache(self)  # grm_cache_hits / grm_cache_misses read self.stats
         self._down = False
         self._retry_at = 0.0
         self._probe: asyncio.Task[None] | None = None
@@ -137,7 +139,10 @@ class GrmCache:
         if not self._usable(kind):
             return [None] * len(keys)
         try:
-            values = await self.store.get_many(keys)
+            with telemetry.stage("cache", **{"grm.cache.kind": str(kind)}) as span:
+                values = await self.store.get_many(keys)
+                span.set_attribute("grm.cache.keys", len(keys))
+                span.set_attribute("grm.cache.found", sum(v is not None for v in values))
         except Exception as exc:  # any store failure degrades to a miss, never to an error
             self._failed(kind, "get", exc)
             return [None] * len(keys)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from grm.backends.base import GenerationBackend, GenerationRequest
-from grm.core.errors import GrmError, UnavailableError
+from grm.core.errors import GrmError, InvalidArgumentError, UnavailableError
 from grm.core.parsing import split_sections
 from grm.core.sampling import derive_seed
 from grm.core.templates import TemplateSet
@@ -54,6 +54,8 @@ class PrincipleGenerator:
         results = await self.backend.generate(requests)
         sets = []
         for s, result in zip(seeds, results, strict=True):
+            if isinstance(result, InvalidArgumentError):
+                raise result  # e.g. the prompt is over the model's input limit: no retry fixes it
             if isinstance(result, GrmError):
                 raise UnavailableError(f"principle generation failed: {result}")
             principles, _ = split_sections(result.text)

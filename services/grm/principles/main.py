@@ -1,22 +1,26 @@
-"""`grm serve principles`: the principle generator (embedded backend)."""
+"""`grm serve principles`: the principle generator (embedded llama.cpp or TGI backend)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+from grm.backends.embedded import EmbeddedSettings
+from grm.backends.lifecycle import BackendLifecycle, build_backend
 from grm.core.templates import load_templates
 from grm.core.validation import Limits
 from grm.principles.logic import PrincipleGenerator
 from grm.principles.service import PrincipleServicer
 from grm.server import GrmServer, ServerSettings, serve
 from grm.settings import (
+    BACKEND_OPTIONS,
     MODEL_OPTIONS,
+    BackendSettings,
     Option,
     add_options,
+    backend_settings,
     resolve,
     server_options,
     server_settings,
@@ -27,6 +31,7 @@ DEFAULT_PORT = 50052
 OPTIONS = [
     *server_options(DEFAULT_PORT),
     *MODEL_OPTIONS,
+    *BACKEND_OPTIONS,
     Option("--max-new-tokens-limit", int, Limits.max_new_tokens, "largest max_new_tokens"),
 ]
 
@@ -38,6 +43,7 @@ class PrincipleSettings:
     template: str
     limits: Limits
     log_level: str
+    backend: BackendSettings = field(default_factory=BackendSettings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Prin
         template=v["template"],
         limits=Limits(max_new_tokens=v["max_new_tokens_limit"]),
         log_level=v["log_level"],
+        backend=backend_settings(v),
     )
 
 
@@ -67,8 +74,9 @@ def build_server(settings: PrincipleSettings, generator: PrincipleGenerator) -> 
 
 
 async def run(settings: PrincipleSettings, **_: Any) -> None:
-    """Serve until SIGTERM; health turns SERVING once the model is loaded."""
-    backend = EmbeddedBackend(settings.model)
+    """Serve until SIGTERM; health is SERVING while the backend is (loaded / TGI healthy)."""
+    backend = build_backend(settings.backend, settings.model)
     generator = PrincipleGenerator(backend, load_templates(settings.template))
     server = build_server(settings, generator)
-    await serve(server, warm_up=backend.start, close=backend.close)
+    life = BackendLifecycle(backend, server, health_interval_s=settings.backend.health_interval_s)
+    await serve(server, warm_up=life.warm_up, close=life.close)

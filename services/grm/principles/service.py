@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from grm import convert
+from grm import convert, deadlines
 from grm.core.errors import DeadlineExceededError
 from grm.core.types import ModelInfo
 from grm.core.validation import Defaults, Limits
@@ -39,8 +39,10 @@ class PrincipleServicer(principle_pb2_grpc.PrincipleServiceServicer):
             context.time_remaining(), reserve_fraction=0.05, max_reserve_s=0.25
         )
         try:
-            async with asyncio.timeout(time_limit):
-                sets = await self.generator.generate(ctx, responses, n, seed, params)
+            # The backend (TGI) bounds each HTTP call by the same deadline (grm.deadlines).
+            with deadlines.scope(time_limit):
+                async with asyncio.timeout(time_limit):
+                    sets = await self.generator.generate(ctx, responses, n, seed, params)
         except TimeoutError:
             raise DeadlineExceededError(
                 f"{n} principle set(s) not finished before the deadline"

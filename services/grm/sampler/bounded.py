@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from grm.core.errors import InvalidArgumentError
 from grm.core.types import Context, Sample, SampleSpec, SamplingParams
 from grm.sampler.logic import CritiqueSampler
 
@@ -37,13 +38,17 @@ async def sample_within(
     params: SamplingParams,
     time_limit: float | None,
 ) -> list[Sample]:
-    """Draw all specs concurrently (bounded by the sampler); stop after `time_limit` s."""
+    """Draw all specs concurrently (bounded by the sampler); stop after `time_limit` s.
+
+    A failed sample becomes an invalid one, except InvalidArgumentError (the request itself is
+    wrong, e.g. a prompt over the model's input limit): that is raised, the rest cancelled.
+    """
     tasks = [
         asyncio.ensure_future(sampler.sample(context, responses, [spec], params)) for spec in specs
     ]
     try:
         if time_limit is None or time_limit > 0:
-            await asyncio.wait(tasks, timeout=time_limit)
+            await _wait(tasks, time_limit)
     finally:
         # Also on our own cancellation (the caller went away): stop the backend work.
         pending = [t for t in tasks if not t.done()]
@@ -55,9 +60,31 @@ async def sample_within(
     for spec, task in zip(specs, tasks, strict=True):
         if task.cancelled():
             out.append(unfinished(spec, DEADLINE_REASON))
+        elif isinstance(exc := task.exception(), InvalidArgumentError):
+            raise exc
         elif task.exception() is not None:
             reason = f"sampler error: {task.exception()}"
             out.append(unfinished(spec, reason, finish_reason="error"))
         else:
             out.append(task.result()[0])
     return out
+
+
+def _invalid_argument(task: asyncio.Future[list[Sample]]) -> bool:
+    return not task.cancelled() and isinstance(task.exception(), InvalidArgumentError)
+
+
+async def _wait(tasks: Sequence[asyncio.Future[list[Sample]]], time_limit: float | None) -> None:
+    """Until all tasks are done, `time_limit` passes, or one fails with InvalidArgumentError."""
+    loop = asyncio.get_running_loop()
+    end = None if time_limit is None else loop.time() + time_limit
+    pending = set(tasks)
+    while pending:
+        timeout = None if end is None else end - loop.time()
+        if timeout is not None and timeout <= 0:
+            return
+        done, pending = await asyncio.wait(
+            pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+        )
+        if not done or any(_invalid_argument(t) for t in done):
+            return

@@ -7,15 +7,19 @@ turning a SampleSpec into a Sample.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
+from grm import telemetry
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.parsing import extract_scores
 from grm.core.sampling import apply_order, to_caller_order
 from grm.core.templates import TemplateSet
 from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class CritiqueSampler:
@@ -71,16 +75,30 @@ class CritiqueSampler:
     async def _one(
         self, context: Context, responses: Sequence[str], spec: SampleSpec, params: SamplingParams
     ) -> Sample:
+        with telemetry.sample_span(spec) as span:
+            sample = await self._draw(context, responses, spec, params)
+            telemetry.sample_done(span, sample)
+            return sample
+
+    async def _draw(
+        self, context: Context, responses: Sequence[str], spec: SampleSpec, params: SamplingParams
+    ) -> Sample:
         request = self.request_for(context, responses, spec, params)
+        telemetry.log_content(log, "prompt", request.messages)
         self.queued += 1
+        waiting = time.perf_counter()
         try:
             await self._slots.acquire()
         finally:
             self.queued -= 1
+        telemetry.record_duration("queue", time.perf_counter() - waiting)
         self.in_flight += 1
         started = time.perf_counter()
         try:
-            [result] = await self.backend.generate([request])
+            with telemetry.stage("generate", **{"grm.backend": self.backend.info.backend}) as gen:
+                [result] = await self.backend.generate([request])
+                if isinstance(result, BaseException):
+                    telemetry.backend_error(gen, result)
         finally:
             self.in_flight -= 1
             self._slots.release()

@@ -1,22 +1,26 @@
-"""`grm serve sampler`: one critique sampler pod (embedded backend)."""
+"""`grm serve sampler`: one critique sampler pod (embedded llama.cpp or TGI backend)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+from grm.backends.embedded import EmbeddedSettings
+from grm.backends.lifecycle import BackendLifecycle, build_backend
 from grm.core.templates import load_templates
 from grm.core.validation import Limits
 from grm.sampler.logic import CritiqueSampler
 from grm.sampler.service import CritiqueServicer
 from grm.server import GrmServer, ServerSettings, serve
 from grm.settings import (
+    BACKEND_OPTIONS,
     MODEL_OPTIONS,
+    BackendSettings,
     Option,
     add_options,
+    backend_settings,
     resolve,
     server_options,
     server_settings,
@@ -27,6 +31,7 @@ DEFAULT_PORT = 50053
 OPTIONS = [
     *server_options(DEFAULT_PORT),
     *MODEL_OPTIONS,
+    *BACKEND_OPTIONS,
     Option("--concurrency", int, None, "samples generated at once (default: backend capacity)"),
     Option("--max-new-tokens-limit", int, Limits.max_new_tokens, "largest max_new_tokens"),
 ]
@@ -40,6 +45,7 @@ class SamplerSettings:
     concurrency: int | None
     limits: Limits
     log_level: str
+    backend: BackendSettings = field(default_factory=BackendSettings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +63,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Samp
         concurrency=v["concurrency"],
         limits=Limits(max_new_tokens=v["max_new_tokens_limit"]),
         log_level=v["log_level"],
+        backend=backend_settings(v),
     )
 
 
@@ -70,10 +77,11 @@ def build_server(settings: SamplerSettings, sampler: CritiqueSampler) -> GrmServ
 
 
 async def run(settings: SamplerSettings, **_: Any) -> None:
-    """Serve until SIGTERM; health turns SERVING once the model is loaded."""
-    backend = EmbeddedBackend(settings.model)
+    """Serve until SIGTERM; health is SERVING while the backend is (loaded / TGI healthy)."""
+    backend = build_backend(settings.backend, settings.model)
     sampler = CritiqueSampler(
         backend, load_templates(settings.template), concurrency=settings.concurrency
     )
     server = build_server(settings, sampler)
-    await serve(server, warm_up=backend.start, close=backend.close)
+    life = BackendLifecycle(backend, server, health_interval_s=settings.backend.health_interval_s)
+    await serve(server, warm_up=life.warm_up, close=life.close)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from grm import convert
+from grm import convert, deadlines, telemetry
 from grm.core.validation import Defaults, Limits
 from grm.deadlines import downstream_timeout
 from grm.sampler.bounded import sample_within
@@ -23,6 +23,7 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         defaults: Defaults | None = None,
     ) -> None:
         self.sampler = sampler
+        telemetry.watch_sampler(sampler)  # grm_sampler_* gauges (the HPA's input)
         self.limits = limits or Limits()
         self.defaults = defaults or Defaults()
 
@@ -38,7 +39,9 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         time_limit = downstream_timeout(
             context.time_remaining(), reserve_fraction=0.05, max_reserve_s=0.25
         )
-        samples = await sample_within(self.sampler, ctx, responses, specs, params, time_limit)
+        # The backend (TGI) bounds each HTTP call by the same deadline (grm.deadlines).
+        with deadlines.scope(time_limit):
+            samples = await sample_within(self.sampler, ctx, responses, specs, params, time_limit)
         return critique_pb2.CritiqueResponse(
             samples=[convert.sample_to_pb(s) for s in samples],
             load=self._load(),

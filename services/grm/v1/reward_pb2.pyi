@@ -62,7 +62,7 @@ class Timings(_message.Message):
     def __init__(self, total_ms: _Optional[float] = ..., principles_ms: _Optional[float] = ..., sampling_ms: _Optional[float] = ..., meta_ms: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("rewards", "votes", "k_requested", "k_used", "k_valid", "invalid_samples", "status", "status_detail", "best", "tie", "aggregation", "samples", "timings", "model", "request_id", "k_planned")
+    __slots__ = ("rewards", "votes", "k_requested", "k_used", "k_valid", "invalid_samples", "status", "status_detail", "best", "tie", "aggregation", "samples", "timings", "model", "request_id", "k_planned", "cache")
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     VOTES_FIELD_NUMBER: _ClassVar[int]
     K_REQUESTED_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class ScoreResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     K_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     rewards: _containers.RepeatedScalarFieldContainer[float]
     votes: _containers.RepeatedScalarFieldContainer[int]
     k_requested: int
@@ -95,7 +96,22 @@ class ScoreResponse(_message.Message):
     model: _common_pb2.ModelInfo
     request_id: str
     k_planned: int
-    def __init__(self, rewards: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[int]] = ..., k_requested: _Optional[int] = ..., k_used: _Optional[int] = ..., k_valid: _Optional[int] = ..., invalid_samples: _Optional[int] = ..., status: _Optional[_Union[ScoreStatus, str]] = ..., status_detail: _Optional[str] = ..., best: _Optional[_Iterable[int]] = ..., tie: _Optional[bool] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., k_planned: _Optional[int] = ...) -> None: ...
+    cache: CacheUsage
+    def __init__(self, rewards: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[int]] = ..., k_requested: _Optional[int] = ..., k_used: _Optional[int] = ..., k_valid: _Optional[int] = ..., invalid_samples: _Optional[int] = ..., status: _Optional[_Union[ScoreStatus, str]] = ..., status_detail: _Optional[str] = ..., best: _Optional[_Iterable[int]] = ..., tie: _Optional[bool] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., k_planned: _Optional[int] = ..., cache: _Optional[_Union[CacheUsage, _Mapping]] = ...) -> None: ...
+
+class CacheUsage(_message.Message):
+    __slots__ = ("result_hit", "samples_reused", "samples_generated", "principles_reused", "principles_generated")
+    RESULT_HIT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_REUSED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_GENERATED_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_REUSED_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_GENERATED_FIELD_NUMBER: _ClassVar[int]
+    result_hit: bool
+    samples_reused: int
+    samples_generated: int
+    principles_reused: int
+    principles_generated: int
+    def __init__(self, result_hit: _Optional[bool] = ..., samples_reused: _Optional[int] = ..., samples_generated: _Optional[int] = ..., principles_reused: _Optional[int] = ..., principles_generated: _Optional[int] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("items",)

@@ -1,0 +1,122 @@
+"""W3C trace context over gRPC metadata: a server interceptor and a client interceptor.
+
+The server interceptor starts one SERVER span per unary RPC, as a child of the caller's
+`traceparent` when there is one; the client interceptor starts a CLIENT span per call and
+injects its context, so aggregator → sampler/principles calls join the aggregator's trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from grm.telemetry.instruments import tracer
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
+    """A server span per unary-unary RPC (streams such as health Watch pass through)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
+            return handler
+        inner = handler.unary_unary
+        carrier = {
+            k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)
+        }
+        service, name = _split(method)
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = propagate.extract(carrier)
+            with tracer().start_as_current_span(
+                method.lstrip("/"),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": service,
+                    "rpc.method": name,
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    reply = await inner(request, context)
+                except grpc.aio.AbortError:
+                    code = context.code()
+                    if code is not None:
+                        span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    span.set_status(Status(StatusCode.ERROR, str(code)))
+                    raise
+                except BaseException as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+                span.set_attribute("rpc.grpc.status_code", 0)
+                return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ClientTraceInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """A client span per unary call, its context injected as `traceparent` metadata."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        service, name = _split(method)
+        with tracer().start_as_current_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata = list(client_call_details.metadata or ())
+            metadata.extend(carrier.items())
+            details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                grpc.aio.Metadata(*metadata),
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            call = await continuation(details, request)
+            try:
+                code = await call.code()  # the span lasts until the call ends
+            except asyncio.CancelledError:
+                call.cancel()  # the caller went away: so does the downstream call
+                span.set_status(Status(StatusCode.ERROR, "CANCELLED"))
+                raise
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            return call

@@ -1,0 +1,130 @@
+"""The calls the services make at their stages (one line each where they are hooked)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from grm.telemetry.instruments import metrics, reason_class, set_error, stage
+from grm.telemetry.logs import log_content, request_scope
+
+log = logging.getLogger("grm.telemetry")
+
+
+class ScoreRecord:
+    """Handed to the scorer inside `score_request`: `done(result)` records the outcome."""
+
+    def __init__(self, span: Span, item: Any) -> None:
+        self.span = span
+        self.item = item
+        self.result: Any = None
+
+    def done(self, result: Any, cache: Any = None) -> Any:
+        """Record the result (and the request's grm.cache.CacheUsage); returns the result."""
+        self.result = result
+        if cache is not None:
+            self.span.set_attribute("grm.cache.result_hit", cache.result_hit)
+            self.span.set_attribute("grm.cache.samples_reused", cache.samples_reused)
+            self.span.set_attribute("grm.cache.samples_generated", cache.samples_generated)
+            self.span.set_attribute("grm.cache.principles_reused", cache.principles_reused)
+        return result
+
+
+@contextlib.contextmanager
+def score_request(item: Any) -> Iterator[ScoreRecord]:
+    """One scored item: span `grm.score`, request metrics, the request id on log lines."""
+    started = time.perf_counter()
+    m = metrics()
+    with (
+        request_scope(item.request_id),
+        stage(
+            "score",
+            **{
+                "grm.request_id": item.request_id or None,
+                "grm.k_requested": item.k,
+                "grm.k_meta": item.k_meta,
+                "grm.aggregation": str(item.aggregation),
+                "grm.responses": len(item.responses),
+                "grm.latency_budget_ms": item.latency_budget_ms or None,
+            },
+        ) as span,
+    ):
+        record = ScoreRecord(span, item)
+        log_content(log, "query", item.context)
+        log_content(log, "responses", item.responses)
+        status = "error"
+        try:
+            yield record
+            r = record.result
+            if r is not None:
+                status = str(r.status)
+                span.set_attribute("grm.k_used", r.k_used)
+                span.set_attribute("grm.k_valid", r.k_valid)
+                span.set_attribute("grm.k_planned", r.k_planned)
+                span.set_attribute("grm.invalid_samples", r.invalid_samples)
+                m.k_used.record(r.k_used)
+                m.k_planned.record(r.k_planned)
+        except BaseException as exc:
+            status = getattr(exc, "code", None) or type(exc).__name__
+            set_error(span, exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            span.set_attribute("grm.status", status)
+            m.score_requests.add(1, {"status": status})
+            m.k_requested.record(item.k)
+            missed = bool(item.latency_budget_ms) and elapsed * 1000 > item.latency_budget_ms
+            if missed:
+                m.budget_misses.add(1)
+            log.info(
+                "scored k=%d status=%s in %.0f ms",
+                item.k,
+                status,
+                elapsed * 1000,
+                extra={"k_requested": item.k, "status": status, "duration_ms": elapsed * 1000},
+            )
+
+
+def sample_span(spec: Any) -> contextlib.AbstractContextManager[Span]:
+    """Span `grm.sample` around one sample on a sampler."""
+    return stage(
+        "sample",
+        **{
+            "grm.sample.index": spec.index,
+            "grm.sample.attempt": spec.attempt,
+            "grm.sample.seed": spec.seed,
+            "grm.sample.separate_principles": bool(spec.principles),
+        },
+    )
+
+
+def sample_done(span: Span, sample: Any) -> None:
+    """Attributes and metrics of a finished sample (valid or with its invalid reason)."""
+    m = metrics()
+    span.set_attribute("grm.sample.valid", sample.valid)
+    span.set_attribute("grm.sample.tokens_generated", sample.tokens_generated)
+    span.set_attribute("grm.sample.finish_reason", sample.finish_reason or "")
+    if sample.tokens_generated:
+        m.tokens.record(sample.tokens_generated)
+    if sample.valid:
+        m.samples.add(1, {"valid": "true"})
+    else:
+        kind = reason_class(sample.invalid_reason)
+        span.set_attribute("grm.sample.invalid_reason", sample.invalid_reason[:200])
+        span.set_attribute("grm.sample.invalid_class", kind)
+        m.samples.add(1, {"valid": "false"})
+        m.invalid_samples.add(1, {"reason": kind})
+    log_content(log, "generation", sample.text)
+
+
+def backend_error(span: Span | None, error: BaseException) -> None:
+    kind = type(error).__name__
+    metrics().backend_errors.add(1, {"kind": kind})
+    if span is not None:
+        set_error(span, error)
+        span.set_attribute("grm.backend.error", kind)

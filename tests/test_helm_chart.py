@@ -59,14 +59,12 @@ SERVICES = {
 # The services ignore variables they do not declare, so these are inert until then; any other
 # GRM_* name the chart sets must be a setting the service declares today.
 PENDING_SETTINGS = {
-    "GRM_BACKEND": "#4 TGI backend: --backend embedded|tgi (grm.backends.make_backend)",
-    "GRM_TGI_URL": "#4 TGI backend: --tgi-url URL[,URL...] (grm.backends.make_backend)",
     "GRM_SAMPLER_DISCOVERY": "#6 pool discovery with the kubernetes client",
     "GRM_SAMPLER_SERVICE": "#6 pool discovery: the headless Service to watch",
     "GRM_SAMPLER_NAMESPACE": "#6 pool discovery: its namespace",
-    "GRM_REDIS_URL": "#5 Redis caching wired into the aggregator",
-    "GRM_REDIS_PASSWORD": "#5 Redis caching wired into the aggregator",
-    "GRM_CACHE_PREFIX": "#5 Redis caching wired into the aggregator",
+    # Read from the environment by grm.cache.CacheSettings.from_env, not declared as flags.
+    "GRM_REDIS_PASSWORD": "the cache's Redis password (grm.cache)",
+    "GRM_CACHE_PREFIX": "the cache's key prefix (grm.cache)",
 }
 # Flags the chart sets itself (from dedicated values), so `settings` must not carry them.
 CHART_MANAGED_FLAGS = {

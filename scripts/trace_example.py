@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grm import telemetry  # noqa: E402
-from grm.aggregator.main import AggregatorSettings, build  # noqa: E402
-from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings  # noqa: E402
-from grm.v1 import common_pb2, reward_pb2, reward_pb2_grpc  # noqa: E402
-from tests.servers import LOOPBACK, start_principles, start_sampler  # noqa: E402
+from grm import telemetry
+from grm.aggregator.main import AggregatorSettings, build
+from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+from grm.v1 import common_pb2, reward_pb2, reward_pb2_grpc
+from tests.servers import LOOPBACK, start_principles, start_sampler
 
 
 async def main(max_new_tokens: int) -> None:

@@ -48,6 +48,7 @@ class UpSettings:
     redis_url: str | None = None  # the aggregator's cache (None: in-memory / GRM_REDIS_URL)
     metrics_port: int = 0  # aggregator's /metrics; principles +1, samplers +2... (0 = off)
     log_format: str = "text"  # the children's log lines: text | json
+    http_port: int = 0  # the aggregator's OpenRLHF POST /get_reward (0 = off)
 
 
 def add_up_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,12 @@ def add_up_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="the services' log lines"
     )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="also serve OpenRLHF's POST /get_reward on this HTTP port (0 = off)",
+    )
 
 
 def up_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,6 +85,7 @@ def up_options(args: argparse.Namespace) -> dict[str, Any]:
         "redis_url": getattr(args, "redis_url", None),
         "metrics_port": getattr(args, "metrics_port", 0),
         "log_format": getattr(args, "log_format", "text"),
+        "http_port": getattr(args, "http_port", 0),
     }
 
 
@@ -113,7 +121,20 @@ def metrics_lines(settings: UpSettings, samplers: int) -> str:
 
 def aggregator_args(settings: UpSettings) -> list[str]:
     """Flags for the aggregator child."""
-    return ["--redis-url", settings.redis_url] if settings.redis_url else []
+    out = ["--redis-url", settings.redis_url] if settings.redis_url else []
+    if settings.http_port:
+        out += ["--http-port", str(settings.http_port)]
+    return out
+
+
+def http_lines(settings: UpSettings) -> str:
+    """Where `grm up` serves OpenRLHF's remote reward model endpoint (if it does)."""
+    if not settings.http_port:
+        return ""
+    return (
+        "OpenRLHF remote reward model (--remote_rm_url):\n"
+        f"  http://{settings.host}:{settings.http_port}/get_reward\n"
+    )
 
 
 @dataclass
@@ -272,6 +293,7 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
                 return 130
             out.write(instructions(front[0].address, samplers, backends[0].address))
             out.write(metrics_lines(settings, len(samplers)))
+            out.write(http_lines(settings))
             out.flush()
             if settings.port_file:
                 write_port_file(settings.port_file, int(front[0].address.rsplit(":", 1)[1]))

@@ -3,6 +3,10 @@
 Caching (DESIGN §2): samples, principle sets and final results go through grm.cache — Redis
 with `--redis-url` (GRM_REDIS_URL; GRM_REDIS_PASSWORD, GRM_CACHE_PREFIX), else a bounded
 in-memory LRU; `--cache false` (GRM_CACHE) turns it off. Redis down = slower, never an error.
+
+OpenRLHF (grm.aggregator.http_rm): `--http-port` (GRM_HTTP_PORT; 0 = off) also serves
+`POST /get_reward` over HTTP, scoring through this aggregator's own RewardService;
+`--http-group` scores the responses of one prompt together, `--http-group-size` at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from grm.aggregator.http_rm import HttpRmSettings, RewardHttpApp
 from grm.aggregator.logic import RewardScorer
 from grm.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
 from grm.aggregator.service import RewardServicer
@@ -24,6 +29,7 @@ from grm.cache import (
     ResultCache,
     build_cache,
 )
+from grm.client import AsyncGrmClient
 from grm.core.templates import load_templates
 from grm.core.types import SamplingParams
 from grm.core.validation import Defaults, Limits
@@ -66,6 +72,9 @@ OPTIONS = [
     Option("--default-temperature", float, _S.temperature, "temperature default"),
     Option("--cache", parse_bool, True, "cache samples, principle sets and results"),
     Option("--redis-url", str, None, "cache in Redis (redis:// or rediss://); default in-memory"),
+    Option("--http-port", int, 0, "OpenRLHF POST /get_reward on this HTTP port (0 = off)"),
+    Option("--http-group", parse_bool, True, "/get_reward: score one prompt's responses together"),
+    Option("--http-group-size", int, 8, "/get_reward: responses per Score (<= --max-responses)"),
 ]
 
 
@@ -88,6 +97,8 @@ class AggregatorSettings:
     log_level: str = "INFO"
     # None: no cache (the CLI sets one unless --cache false: in-memory without --redis-url).
     cache: CacheSettings | None = None
+    # None: no OpenRLHF HTTP endpoint (the CLI sets one when --http-port is not 0).
+    http: HttpRmSettings | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +137,23 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
         ),
         log_level=v["log_level"],
         cache=CacheSettings.from_env(environ, redis_url=v["redis_url"]) if v["cache"] else None,
+        http=_http_settings(v),
+    )
+
+
+def _http_settings(v: Mapping[str, Any]) -> HttpRmSettings | None:
+    if not v["http_port"]:
+        return None
+    if not 1 <= v["http_group_size"] <= v["max_responses"]:
+        raise SystemExit(
+            f"grm: error: --http-group-size must be 1..{v['max_responses']} (--max-responses)"
+        )
+    return HttpRmSettings(
+        host=v["host"],
+        port=v["http_port"],
+        group=v["http_group"],
+        group_size=v["http_group_size"],
+        batch_items=v["max_batch_items"],
     )
 
 
@@ -138,12 +166,22 @@ class Aggregator:
     principles: RemotePrincipleSource | None
     meta_backend: GenerationBackend | None
     cache: GrmCache | None = None
+    http_settings: HttpRmSettings | None = None
+    http: RewardHttpApp | None = None
 
     async def warm_up(self) -> None:
         if self.meta_backend is not None:
             await self.meta_backend.start()
+        if self.http_settings is not None and self.http is None:
+            self.http = RewardHttpApp(
+                AsyncGrmClient(_loopback(self.server), timeout=self.http_settings.timeout_s),
+                self.http_settings,
+            )
+            await self.http.start()
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
         await self.pool.close()
         if self.principles is not None:
             await self.principles.close()
@@ -217,7 +255,15 @@ def build(
         register=[lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, s)],
         service_names=[reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name],
     )
-    return Aggregator(server, pool, principles, meta_backend, cache)
+    return Aggregator(server, pool, principles, meta_backend, cache, http_settings=settings.http)
+
+
+def _loopback(server: GrmServer) -> str:
+    """This server's own address as a client dials it (a wildcard host means loopback)."""
+    host = server.settings.host
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{server.port}"
 
 
 def _meta_rm_identity(settings: AggregatorSettings) -> str:

@@ -6,9 +6,16 @@ import argparse
 import asyncio
 import sys
 
-from grm.bench import embedded, tgi_client
+from grm.bench import cache, embedded, fanout, overhead, tgi_client, throughput
 
-SCENARIOS = {"embedded": embedded, "tgi-client": tgi_client}
+SCENARIOS = {
+    "embedded": embedded,
+    "tgi-client": tgi_client,
+    "overhead": overhead,
+    "fanout": fanout,
+    "throughput": throughput,
+    "cache": cache,
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

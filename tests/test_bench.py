@@ -1,0 +1,64 @@
+"""Smoke runs of the suite benchmarks (`grm bench overhead|fanout|throughput|cache`).
+
+Each scenario runs end to end with tiny settings: the scripted `grm dev-tgi` and `grm up
+--backend tgi` as real child processes on loopback. No timing is asserted, only that the
+JSON has the expected keys and positive numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grm.bench.__main__ import main
+
+
+def _run(tmp_path: Path, *argv: str) -> dict:
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / f"{argv[0]}.json").read_text())
+    assert doc["scenario"] == argv[0] and doc["command"]
+    return doc
+
+
+def test_overhead_smoke(tmp_path: Path) -> None:
+    doc = _run(tmp_path, "overhead", "--ks", "1,2", "--reps", "2", "--warmup", "1")
+    assert doc["ks"] == [1, 2]
+    for k in ("1", "2"):
+        r = doc["results"][k]
+        for path in ("suite", "direct"):
+            assert r[path]["p50_ms"] > 0 and r[path]["p99_ms"] >= r[path]["p50_ms"]
+            assert len(doc["times_s"][k][path]) == 2
+        assert r["ratio_p50"] > 0 and r["ratio_p99"] > 0
+
+
+def test_fanout_smoke(tmp_path: Path) -> None:
+    doc = _run(tmp_path, "fanout", "--ks", "2", "--reps", "2", "--warmup", "1")
+    assert doc["ks"] == [1, 2]
+    assert doc["results"]["1"]["ratio_p50"] == 1.0
+    assert doc["results"]["2"]["p50_ms"] > 0 and doc["results"]["2"]["ratio_p50"] > 0
+
+
+def test_throughput_smoke(tmp_path: Path) -> None:
+    doc = _run(
+        tmp_path, "throughput", "--k", "2", "--concurrency", "2",
+        "--duration-s", "0.5", "--warmup-s", "0.2",
+    )  # fmt: skip
+    assert set(doc["results"]) == {"1", "2"}
+    for r in doc["results"].values():
+        assert r["calls"] > 0 and r["calls_per_s"] > 0
+        assert r["samples_per_s"] == r["calls_per_s"] * 2 and r["scaling_vs_first"] > 0
+
+
+def test_cache_smoke(tmp_path: Path) -> None:
+    doc = _run(
+        tmp_path, "cache", "--k", "2", "--reps", "2", "--prompts", "2", "--group", "2",
+        "--epochs", "2", "--parallel", "4", "--k-incremental", "2,4",
+    )  # fmt: skip
+    assert doc["hit_miss"]["miss"]["p50_ms"] > 0 and doc["hit_miss"]["hit"]["p50_ms"] > 0
+    grpo = doc["grpo"]
+    assert grpo["fresh"]["backend_samples"] == 2 * 2 * 2 * 2  # every sample drawn
+    assert 0 < grpo["same"]["backend_samples"] < grpo["fresh"]["backend_samples"]
+    assert grpo["saved_samples"] > 0
+    inc = doc["incremental"]
+    assert inc["first"]["backend_samples"] == 2 and inc["cold"]["backend_samples"] == 4
+    assert inc["grown"]["backend_samples"] > 0

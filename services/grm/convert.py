@@ -33,7 +33,7 @@ from grm.core.types import (
     ScoreStatus,
     Timings,
 )
-from grm.core.validation import Defaults, Limits, build_context
+from grm.core.validation import Defaults, Limits, build_context, check_responses
 from grm.principles.logic import PrincipleSet
 from grm.v1 import common_pb2, critique_pb2, principle_pb2, reward_pb2
 
@@ -444,22 +444,6 @@ def critique_request(
     )
 
 
-def _check_responses(responses: Sequence[str], limits: Limits, *, required: bool) -> None:
-    if required and not responses:
-        raise InvalidArgumentError("at least one response is required", field="responses")
-    if len(responses) > limits.max_responses:
-        raise InvalidArgumentError(
-            f"has {len(responses)} responses, the limit is {limits.max_responses}",
-            field="responses",
-        )
-    for i, response in enumerate(responses):
-        if len(response) > limits.max_response_chars:
-            raise InvalidArgumentError(
-                f"is {len(response)} characters, the limit is {limits.max_response_chars}",
-                field=f"responses[{i}]",
-            )
-
-
 def _sampling_from_pb(
     msg: common_pb2.SamplingParams, limits: Limits, defaults: Defaults
 ) -> SamplingParams:
@@ -491,7 +475,7 @@ def critique_call(
     """Validate a CritiqueRequest into CritiqueSampler.sample arguments."""
     context = build_context(request.query, turns_from_pb(request.turns), limits)
     responses = tuple(request.responses)
-    _check_responses(responses, limits, required=True)
+    check_responses(responses, limits, required=True)
     n = len(responses)
     if not request.specs:
         raise InvalidArgumentError("at least one sample spec is required", field="specs")
@@ -543,7 +527,7 @@ def principle_call(
     """Validate a PrincipleRequest into PrincipleGenerator.generate arguments."""
     context = build_context(request.query, turns_from_pb(request.turns), limits)
     responses = tuple(request.responses)
-    _check_responses(responses, limits, required=False)
+    check_responses(responses, limits, required=False)
     n = request.n or 1
     if n > limits.max_k:
         raise InvalidArgumentError(f"must be at most {limits.max_k}, got {n}", field="n")

@@ -91,6 +91,19 @@ def build_context(query: str, turns: Sequence[tuple[str, str]], limits: Limits) 
     return Context.from_query(query)
 
 
+def check_responses(responses: Sequence[str], limits: Limits, *, required: bool = True) -> None:
+    """The responses' count and each one's size, naming the field at fault."""
+    if required and not responses:
+        raise InvalidArgumentError("at least one response is required", field="responses")
+    if len(responses) > limits.max_responses:
+        raise InvalidArgumentError(
+            f"has {len(responses)} responses, the limit is {limits.max_responses}",
+            field="responses",
+        )
+    for i, response in enumerate(responses):
+        _check_text(response, f"responses[{i}]", limits.max_response_chars)
+
+
 def build_item(
     *,
     query: str = "",
@@ -114,15 +127,7 @@ def build_item(
     """Validate a request and fill in defaults; raises InvalidArgumentError naming the field."""
     context = build_context(query, turns, limits)
     responses = list(responses)
-    if not responses:
-        raise InvalidArgumentError("at least one response is required", field="responses")
-    if len(responses) > limits.max_responses:
-        raise InvalidArgumentError(
-            f"has {len(responses)} responses, the limit is {limits.max_responses}",
-            field="responses",
-        )
-    for i, response in enumerate(responses):
-        _check_text(response, f"responses[{i}]", limits.max_response_chars)
+    check_responses(responses, limits)
 
     aggregation = aggregation or defaults.aggregation
     if aggregation is Aggregation.GREEDY:

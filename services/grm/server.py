@@ -82,6 +82,31 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request body that failed to parse (e.g. invalid UTF-8 in a string field)."""
+
+    error: str
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that hands a parse failure to the handler instead of raising.
+
+    grpc reports a raising deserializer as UNKNOWN; a malformed request is the caller's
+    fault, so the interceptor turns it into INVALID_ARGUMENT instead.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or whatever a custom deserializer raises
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps GrmError to its status code; anything unexpected becomes a logged INTERNAL."""
 
@@ -97,6 +122,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
+                log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request: cannot be decoded ({request.error})",
+                )
             try:
                 return await inner(request, context)
             except GrmError as exc:
@@ -114,7 +146,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

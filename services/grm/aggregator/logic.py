@@ -17,6 +17,7 @@ from grm.aggregator.pool import MIN_CALL_S
 from grm.cache import CacheUsage, ResultCache, track_usage
 from grm.cache.keys import model_known
 from grm.core.errors import DeadlineExceededError, GrmError
+from grm.core.planner import KPlanner
 from grm.core.types import ModelInfo, ScoreItem, ScoreResult
 from grm.pipeline import ScoringPipeline
 
@@ -44,16 +45,34 @@ class RewardScorer:
         batch_concurrency: int = 8,
         results: ResultCache | None = None,
         principles_model: Callable[[], ModelInfo] | None = None,
+        planner: KPlanner | None = None,
+        free_capacity: Callable[[], int] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # k planner (requests with a latency budget): measured latency + free sampler slots.
+        self.planner = planner
+        self.free_capacity = free_capacity
         self.batch_concurrency = max(1, batch_concurrency)
         self.results = results
         self.principles_model = principles_model  # the principle generator's model, when known
 
+    def plan_k(self, item: ScoreItem) -> int:
+        """The k to draw: the planner's pick under the item's budget, else item.k."""
+        if self.planner is None or not item.latency_budget_ms:
+            return item.k
+        free = self.free_capacity() if self.free_capacity is not None else 1
+        plan = self.planner.plan(item.k, item.latency_budget_ms, free)
+        if plan.deficit:
+            telemetry.metrics().k_deficit.add(plan.deficit)
+        return plan.k_planned
+
     async def score(self, item: ScoreItem) -> Scored:
-        """Score one item; a deadline that ran out with nothing to vote on is DEADLINE_EXCEEDED."""
-        budget = item.latency_budget_ms / 1000 if item.latency_budget_ms else None
-        with telemetry.score_request(item) as rec, track_usage() as usage, deadlines.scope(budget):
+        """Score one item; a deadline that ran out with nothing to vote on is DEADLINE_EXCEEDED.
+
+        The latency budget does not shorten the deadline: the pipeline votes at the budget
+        over what finished (anytime) and waits past it only while no sample is valid yet.
+        """
+        with telemetry.score_request(item) as rec, track_usage() as usage:
             # Sampling ends a reserve before the caller's deadline: voting and the reply
             # (with whatever samples finished) must still reach the caller in time.
             with deadlines.scope(deadlines.downstream_timeout(deadlines.remaining())):
@@ -61,13 +80,14 @@ class RewardScorer:
         return Scored(result, usage)
 
     async def _compute(self, item: ScoreItem) -> ScoreResult:
+        k_planned = self.plan_k(item)
         if self.results is None:
-            return await self.pipeline.score(item)
+            return await self.pipeline.score(item, k_planned=k_planned)
         if self.principles_model is not None:
             model = self.principles_model()  # learned from the generator's replies
             self.results.principles_model = model if model_known(model) else None
         return await self.results.get_or_compute(
-            item, self.pipeline.sampler.info, lambda: self.pipeline.score(item)
+            item, self.pipeline.sampler.info, lambda: self.pipeline.score(item, k_planned=k_planned)
         )
 
     async def _score(self, item: ScoreItem) -> ScoreResult:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from grm.aggregator.admission import Admission, AdmissionLimits
 from grm.aggregator.http_rm import HttpRmSettings, RewardHttpApp
 from grm.aggregator.logic import RewardScorer
 from grm.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
@@ -30,6 +31,7 @@ from grm.cache import (
     build_cache,
 )
 from grm.client import AsyncGrmClient
+from grm.core.planner import KPlanner
 from grm.core.templates import load_templates
 from grm.core.types import SamplingParams
 from grm.core.validation import Defaults, Limits
@@ -48,7 +50,7 @@ from grm.settings import (
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 DEFAULT_PORT = 50051
-_L, _D, _S = Limits(), Defaults(), SamplingParams()
+_L, _D, _S, _A = Limits(), Defaults(), SamplingParams(), AdmissionLimits()
 OPTIONS = [
     *server_options(DEFAULT_PORT),
     Option("--samplers", parse_list, (), "sampler addresses, comma-separated (required)"),
@@ -62,6 +64,18 @@ OPTIONS = [
     Option("--max-attempts", int, 3, "tries per sample index (first draw + re-samples)"),
     Option("--batch-concurrency", int, 8, "ScoreBatch items scored at once"),
     Option("--max-batch-items", int, 256, "largest ScoreBatch"),
+    Option(
+        "--max-inflight-requests",
+        int,
+        _A.max_inflight_requests,
+        "scoring requests in flight (a batch counts its items); beyond: RESOURCE_EXHAUSTED",
+    ),
+    Option(
+        "--max-queued-samples",
+        int,
+        _A.max_queued_samples,
+        "samples (k per item) in flight; beyond: RESOURCE_EXHAUSTED (0 = unlimited)",
+    ),
     Option("--max-k", int, _L.max_k, "largest k a request may ask for"),
     Option("--max-responses", int, _L.max_responses, "most responses per request"),
     Option("--max-response-chars", int, _L.max_response_chars, "longest response"),
@@ -99,6 +113,7 @@ class AggregatorSettings:
     cache: CacheSettings | None = None
     # None: no OpenRLHF HTTP endpoint (the CLI sets one when --http-port is not 0).
     http: HttpRmSettings | None = None
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +153,10 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
         log_level=v["log_level"],
         cache=CacheSettings.from_env(environ, redis_url=v["redis_url"]) if v["cache"] else None,
         http=_http_settings(v),
+        admission=AdmissionLimits(
+            max_inflight_requests=v["max_inflight_requests"],
+            max_queued_samples=v["max_queued_samples"],
+        ),
     )
 
 
@@ -228,7 +247,12 @@ def build(
             meta_rm=meta_rm,
             settings=PipelineSettings(max_attempts=settings.max_attempts),
         )
-        scorer = RewardScorer(pipeline, batch_concurrency=settings.batch_concurrency)
+        scorer = RewardScorer(
+            pipeline,
+            batch_concurrency=settings.batch_concurrency,
+            planner=KPlanner(pool.latency),
+            free_capacity=pool.free_capacity,
+        )
     else:
         cache = build_cache(settings.cache)
         cached = CachingPrincipleSource(principles, cache) if principles is not None else None
@@ -243,12 +267,15 @@ def build(
             batch_concurrency=settings.batch_concurrency,
             results=ResultCache(cache, meta_rm=_meta_rm_identity(settings) if meta_rm else ""),
             principles_model=(lambda: cached.info) if cached is not None else None,
+            planner=KPlanner(pool.latency),
+            free_capacity=pool.free_capacity,
         )
     servicer = RewardServicer(
         scorer,
         limits=settings.limits,
         defaults=settings.defaults,
         max_batch_items=settings.max_batch_items,
+        admission=Admission(settings.admission),
     )
     server = GrmServer(
         settings.server,

@@ -20,6 +20,7 @@ import grpc
 
 from grm import convert, deadlines
 from grm.core.errors import DeadlineExceededError, UnavailableError
+from grm.core.planner import LatencyWindow
 from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
 from grm.principles.logic import PrincipleSet
 from grm.sampler.bounded import DEADLINE_REASON, unfinished
@@ -69,11 +70,21 @@ class RemoteSamplerPool:
         self.clock = clock
         self._cursor = 0
         self._info = ModelInfo(model_id="unknown", backend="remote")
+        # Per-sample service time of calls that did not queue at the sampler (k planner).
+        self.latency = LatencyWindow()
 
     @property
     def info(self) -> ModelInfo:
         """The model the samplers last reported (part of every result and cache key)."""
         return self._info
+
+    def free_capacity(self) -> int:
+        """Free sample slots over the endpoints that are up: capacity minus in flight."""
+        now = self.clock()
+        up = [ep for ep in self.endpoints if ep.down_until <= now]
+        known = [ep.capacity for ep in self.endpoints if ep.capacity]
+        default = max(known, default=1)
+        return sum(max(0, (ep.capacity or default) - ep.outstanding) for ep in up)
 
     def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
         if ep.stub is None:
@@ -152,8 +163,11 @@ class RemoteSamplerPool:
     ) -> list[Sample]:
         stub = self._connect(ep)
         request = convert.critique_request(context, responses, specs, params)
+        # Only a call that fits the sampler's free slots measures service time, not queueing.
+        unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
         ep.outstanding += len(specs)
         ep.samples_sent += len(specs)
+        called = time.perf_counter()
         try:
             reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
         except grpc.aio.AioRpcError as exc:
@@ -178,6 +192,9 @@ class RemoteSamplerPool:
             ep.outstanding -= len(specs)
         if reply.load.capacity:
             ep.capacity = reply.load.capacity
+        if unqueued and reply.samples and all(m.text for m in reply.samples):
+            # every sample generated (none cut by the deadline): the call took one service time
+            self.latency.observe((time.perf_counter() - called) * 1000)
         model = convert.model_from_pb(reply.model)
         if model is not None:
             self._info = model

@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 
 from grm import convert, deadlines
+from grm.aggregator.admission import Admission
 from grm.aggregator.logic import RewardScorer, Scored
-from grm.core.errors import GrmError, InvalidArgumentError
+from grm.core.errors import GrmError, InvalidArgumentError, ResourceExhaustedError
 from grm.core.types import ScoreItem
 from grm.core.validation import Defaults, Limits, build_item
 from grm.v1 import reward_pb2, reward_pb2_grpc
@@ -22,11 +23,13 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         limits: Limits | None = None,
         defaults: Defaults | None = None,
         max_batch_items: int = 256,
+        admission: Admission | None = None,
     ) -> None:
         self.scorer = scorer
         self.limits = limits or Limits()
         self.defaults = defaults or Defaults()
         self.max_batch_items = max_batch_items
+        self.admission = admission or Admission()
 
     def _item(self, request: reward_pb2.ScoreRequest) -> ScoreItem:
         return build_item(
@@ -37,7 +40,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         self, request: reward_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> reward_pb2.ScoreResponse:
         item = self._item(request)
-        with deadlines.scope(context.time_remaining()):
+        with self.admission.admit(1, item.k), deadlines.scope(context.time_remaining()):
             scored = await self.scorer.score(item)
         return _response(scored, include_samples=request.include_samples)
 
@@ -57,8 +60,28 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 items.append(self._item(req))
             except GrmError as exc:
                 items.append(convert.with_field_prefix(exc, f"items[{i}]"))
-        with deadlines.scope(context.time_remaining()):
-            outcomes = await self.scorer.score_batch(items)
+        # Each valid item is admitted on its own: those beyond the limits are reported in
+        # place as RESOURCE_EXHAUSTED; if none fits, the whole call is (the client retries).
+        taken = [0, 0]
+        for i, item in enumerate(items):
+            if isinstance(item, GrmError):
+                continue
+            try:
+                self.admission.reserve(1, item.k)
+            except ResourceExhaustedError as exc:
+                items[i] = exc
+                continue
+            taken[0] += 1
+            taken[1] += item.k
+        if not taken[0] and any(isinstance(it, ResourceExhaustedError) for it in items):
+            raise ResourceExhaustedError(
+                "overloaded: no item of the batch could be admitted; retry with backoff"
+            )
+        try:
+            with deadlines.scope(context.time_remaining()):
+                outcomes = await self.scorer.score_batch(items)
+        finally:
+            self.admission.release(*taken)
         reply = reward_pb2.ScoreBatchResponse()
         for req, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, GrmError):

@@ -135,6 +135,7 @@ class ScoreResult:
     model: ModelInfo | None = None
     request_id: str = ""
     k_planned: int = 0
+    budget_met: bool | None = None  # None: the request had no latency budget
 
     @property
     def tie(self) -> bool:

@@ -112,6 +112,11 @@ class Metrics:
             "grm_budget_misses_total",
             description="Scored items that took longer than their latency_budget_ms",
         )
+        self.k_deficit = m.create_counter(
+            "grm_k_deficit_total",
+            description="Samples the k planner cut from requests to fit their latency budget "
+            "(k requested - k planned); grows when the sampler pool is too small",
+        )
         self.samples = m.create_counter(
             "grm_samples_total", description="Samples drawn by a sampler, by validity"
         )

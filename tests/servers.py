@@ -82,12 +82,13 @@ async def start_sampler(
     *,
     concurrency: int | None = None,
     limits: Limits | None = None,
+    server: ServerSettings = LOOPBACK,
 ) -> RunningSampler:
-    """A CritiqueService on a free port, SERVING."""
+    """A CritiqueService on a free port, SERVING (`server`: e.g. TLS and a token)."""
     backend = backend or TrackingBackend()
     sampler = CritiqueSampler(backend, load_templates(), concurrency=concurrency)
     settings = SamplerSettings(
-        server=LOOPBACK,
+        server=server,
         model=None,  # type: ignore[arg-type]  # the scripted backend needs no model file
         template="grm-default-v1",
         concurrency=concurrency,
@@ -101,12 +102,14 @@ async def start_sampler(
     return RunningSampler(server, backend, sampler)
 
 
-async def start_principles(backend: TrackingBackend | None = None) -> RunningService:
+async def start_principles(
+    backend: TrackingBackend | None = None, *, server: ServerSettings = LOOPBACK
+) -> RunningService:
     """A PrincipleService on a free port, SERVING."""
     backend = backend or TrackingBackend(lambda r: "Specific Criteria: accuracy (60%), tone (40%).")
     templates = load_templates()
     settings = PrincipleSettings(
-        server=LOOPBACK,
+        server=server,
         model=None,  # type: ignore[arg-type]
         template="grm-default-v1",
         limits=Limits(),
@@ -140,14 +143,20 @@ async def running_suite(
     delay: float = 0.0,
     capacity: int = 4,
     sampler_addresses: Sequence[str] = (),
+    backend_server: ServerSettings = LOOPBACK,
     **settings: Any,
 ) -> AsyncIterator[Suite]:
-    """Start the suite; `settings` override AggregatorSettings fields (limits, meta_rm, ...)."""
+    """Start the suite; `settings` override AggregatorSettings fields (limits, meta_rm, ...).
+
+    `backend_server`: the samplers' and principle generator's transport (TLS, token).
+    """
     started = [
-        await start_sampler(TrackingBackend(script, capacity=capacity, delay=delay))
+        await start_sampler(
+            TrackingBackend(script, capacity=capacity, delay=delay), server=backend_server
+        )
         for _ in range(samplers)
     ]
-    principles = await start_principles()
+    principles = await start_principles(server=backend_server)
     agg_settings = AggregatorSettings(
         server=LOOPBACK,
         samplers=(*(s.address for s in started), *sampler_addresses),

@@ -59,9 +59,6 @@ SERVICES = {
 # The services ignore variables they do not declare, so these are inert until then; any other
 # GRM_* name the chart sets must be a setting the service declares today.
 PENDING_SETTINGS = {
-    "GRM_SAMPLER_DISCOVERY": "#6 pool discovery with the kubernetes client",
-    "GRM_SAMPLER_SERVICE": "#6 pool discovery: the headless Service to watch",
-    "GRM_SAMPLER_NAMESPACE": "#6 pool discovery: its namespace",
     # Read from the environment by grm.cache.CacheSettings.from_env, not declared as flags.
     "GRM_REDIS_PASSWORD": "the cache's Redis password (grm.cache)",
     "GRM_CACHE_PREFIX": "the cache's key prefix (grm.cache)",

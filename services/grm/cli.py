@@ -98,9 +98,13 @@ async def _score_local(args: argparse.Namespace) -> int:
 
 async def _score_remote(args: argparse.Namespace) -> int:
     """`grm score FILE --target HOST:PORT`: scored by the service through the client SDK."""
-    from grm.client import AsyncGrmClient
+    import os
 
-    async with AsyncGrmClient(args.target, timeout=args.timeout) as client:
+    from grm.client import AsyncGrmClient
+    from grm.settings import CLIENT_SECURITY_OPTIONS, client_security, resolve
+
+    security = client_security(resolve(args, CLIENT_SECURITY_OPTIONS, os.environ), os.environ)
+    async with AsyncGrmClient(args.target, timeout=args.timeout, security=security) as client:
 
         async def score(item: Any) -> Any:
             return await client.score_item(item, include_samples=args.details)
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--timeout", type=float, default=600.0, help="--target: seconds per item (deadline)"
     )
+    from grm.settings import CLIENT_SECURITY_OPTIONS, add_options
+
+    add_options(score, CLIENT_SECURITY_OPTIONS)  # --target over TLS / with a bearer token
     _add_scoring_args(score)
     _add_serve_parser(sub)
     _add_up_parser(sub)

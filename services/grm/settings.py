@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grm.security import ClientSecurity, SecurityConfigError, ServerTls, resolve_token
 from grm.server import ServerSettings
 
 
@@ -84,7 +85,91 @@ def server_options(default_port: int) -> list[Option]:
         Option("--port-file", str, None, "write the bound port to this file"),
         Option("--log-level", str, "INFO", "logging level"),
         *TELEMETRY_OPTIONS,
+        *SECURITY_OPTIONS,
     ]
+
+
+SECURITY_OPTIONS = [
+    Option("--tls-cert", str, None, "serve TLS: certificate chain (PEM file)"),
+    Option("--tls-key", str, None, "serve TLS: private key (PEM file)"),
+    Option("--tls-client-ca", str, None, "mutual TLS: require client certs signed by this CA"),
+    Option(
+        "--auth-token-file",
+        str,
+        None,
+        "require 'authorization: Bearer <token>' with this file's token (or GRM_AUTH_TOKEN)",
+    ),
+    Option("--health-port", int, 0, "plaintext health-only port for kubelet probes (0 = off)"),
+]
+
+UPSTREAM_OPTIONS = [
+    Option("--upstream-tls-ca", str, None, "dial samplers/principles over TLS: CA bundle (PEM)"),
+    Option("--upstream-tls-cert", str, None, "mutual TLS to samplers/principles: client cert"),
+    Option("--upstream-tls-key", str, None, "mutual TLS to samplers/principles: client key"),
+    Option("--upstream-tls-server-name", str, None, "name expected in samplers'/principles' certs"),
+    Option(
+        "--upstream-auth-token-file",
+        str,
+        None,
+        "bearer token for samplers/principles (default: this server's own token)",
+    ),
+]
+
+
+# How a client (`grm score --target`) dials a RewardService.
+CLIENT_SECURITY_OPTIONS = [
+    Option("--tls", parse_bool, False, "dial over TLS (implied by any --tls-* file)"),
+    Option("--tls-ca", str, None, "CA bundle that signed the server's certificate (PEM)"),
+    Option("--tls-client-cert", str, None, "mutual TLS: this client's certificate (PEM)"),
+    Option("--tls-client-key", str, None, "mutual TLS: this client's private key (PEM)"),
+    Option("--tls-server-name", str, None, "name expected in the server's certificate"),
+    Option("--auth-token-file", str, None, "send this file's bearer token (or GRM_AUTH_TOKEN)"),
+]
+
+
+def client_security(values: Mapping[str, Any], environ: Mapping[str, str]) -> ClientSecurity:
+    """ClientSecurity from resolved CLIENT_SECURITY_OPTIONS."""
+    try:
+        return ClientSecurity.load(
+            tls=values["tls"],
+            ca=values["tls_ca"],
+            cert=values["tls_client_cert"],
+            key=values["tls_client_key"],
+            server_name=values["tls_server_name"],
+            token=resolve_token(values["auth_token_file"], environ),
+            names=("--tls-ca", "--tls-client-cert", "--tls-client-key"),
+        )
+    except SecurityConfigError as exc:
+        raise config_error(exc) from None
+
+
+def config_error(exc: SecurityConfigError) -> SystemExit:
+    """The startup error for a security setting that cannot be used."""
+    return SystemExit(f"grm: error: {exc}")
+
+
+def upstream_security(
+    values: Mapping[str, Any], environ: Mapping[str, str], own_token: str | None
+) -> ClientSecurity:
+    """How a service dials the services behind it, from resolved UPSTREAM_OPTIONS."""
+    try:
+        token = (
+            resolve_token(
+                values["upstream_auth_token_file"], {}, file_option="--upstream-auth-token-file"
+            )
+            or resolve_token(None, environ, env_name="GRM_UPSTREAM_AUTH_TOKEN")
+            or own_token
+        )
+        return ClientSecurity.load(
+            ca=values["upstream_tls_ca"],
+            cert=values["upstream_tls_cert"],
+            key=values["upstream_tls_key"],
+            server_name=values["upstream_tls_server_name"],
+            token=token,
+            names=("--upstream-tls-ca", "--upstream-tls-cert", "--upstream-tls-key"),
+        )
+    except SecurityConfigError as exc:
+        raise config_error(exc) from None
 
 
 TELEMETRY_OPTIONS = [
@@ -94,7 +179,17 @@ TELEMETRY_OPTIONS = [
 ]
 
 
-def server_settings(values: Mapping[str, Any]) -> ServerSettings:
+def server_settings(
+    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ServerSettings:
+    """ServerSettings from resolved server_options; TLS files and the token are read here."""
+    try:
+        tls = ServerTls.load(
+            values.get("tls_cert"), values.get("tls_key"), values.get("tls_client_ca")
+        )
+        token = resolve_token(values.get("auth_token_file"), environ or {})
+    except SecurityConfigError as exc:
+        raise config_error(exc) from None
     return ServerSettings(
         host=values["host"],
         port=values["port"],
@@ -105,6 +200,9 @@ def server_settings(values: Mapping[str, Any]) -> ServerSettings:
         metrics_port=values.get("metrics_port", 0),
         log_format=values.get("log_format", "text"),
         log_content=values.get("log_content", False),
+        tls=tls,
+        auth_token=token,
+        health_port=values.get("health_port", 0),
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from grm.security import client_security_from_env
 from grm.server import wait_serving, write_port_file
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,11 @@ async def _ready(child: Child, host: str, within_s: float) -> None:
         await asyncio.sleep(0.05)
     port = int(child.port_file.read_text().strip())
     child.address = f"{host}:{port}"
-    waiter = asyncio.ensure_future(wait_serving(child.address, within_s=deadline - loop.time()))
+    # Children inherit GRM_TLS_* and serve TLS then: readiness dials as the aggregator does.
+    security = client_security_from_env()
+    waiter = asyncio.ensure_future(
+        wait_serving(child.address, within_s=deadline - loop.time(), security=security)
+    )
     exited = asyncio.ensure_future(child.process.wait())
     await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
     if not waiter.done():

@@ -239,6 +239,89 @@ livenessProbe:
   containerPort: {{ $root.Values.metrics.port }}
   protocol: TCP
 {{- end }}
+{{- if $root.Values.tls.enabled }}
+- name: health
+  containerPort: {{ $root.Values.tls.healthPort }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/* The port kubelet gRPC probes use: the plaintext health port with TLS (probes cannot
+speak TLS), else the gRPC port; call with (list $ grpcPort). */}}
+{{- define "grm.probePort" -}}
+{{- $root := index . 0 -}}
+{{- if $root.Values.tls.enabled }}{{ $root.Values.tls.healthPort }}{{ else }}{{ index . 1 }}{{ end }}
+{{- end }}
+
+{{/* TLS and bearer-token env of a grm service; call with (list $ dialsUpstream). Paths are
+where grm.securityVolumes / grm.securityMounts put the Secrets. */}}
+{{- define "grm.securityEnv" -}}
+{{- $root := index . 0 }}
+{{- $upstream := index . 1 }}
+{{- $tls := $root.Values.tls }}
+{{- if $tls.enabled }}
+- name: GRM_TLS_CERT
+  value: /etc/grm/tls/tls.crt
+- name: GRM_TLS_KEY
+  value: /etc/grm/tls/tls.key
+{{- if $tls.mutual }}
+- name: GRM_TLS_CLIENT_CA
+  value: /etc/grm/tls/ca.crt
+{{- end }}
+- name: GRM_HEALTH_PORT
+  value: {{ $tls.healthPort | quote }}
+{{- if $upstream }}
+- name: GRM_UPSTREAM_TLS_CA
+  value: /etc/grm/tls/ca.crt
+{{- if $tls.mutual }}
+- name: GRM_UPSTREAM_TLS_CERT
+  value: /etc/grm/tls/tls.crt
+- name: GRM_UPSTREAM_TLS_KEY
+  value: /etc/grm/tls/tls.key
+{{- end }}
+{{- with $tls.serverName }}
+- name: GRM_UPSTREAM_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $root.Values.auth.enabled }}
+- name: GRM_AUTH_TOKEN_FILE
+  value: /etc/grm/auth/token
+{{- end }}
+{{- end }}
+
+{{/* Read-only mounts of the TLS and token Secrets. */}}
+{{- define "grm.securityMounts" -}}
+{{- if .Values.tls.enabled }}
+- name: grm-tls
+  mountPath: /etc/grm/tls
+  readOnly: true
+{{- end }}
+{{- if .Values.auth.enabled }}
+- name: grm-auth
+  mountPath: /etc/grm/auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The TLS and token Secrets as volumes (existing Secrets: the chart never holds keys). */}}
+{{- define "grm.securityVolumes" -}}
+{{- if .Values.tls.enabled }}
+- name: grm-tls
+  secret:
+    secretName: {{ required "tls.secretName is required when tls.enabled (a Secret with tls.crt, tls.key, ca.crt)" .Values.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.auth.enabled }}
+- name: grm-auth
+  secret:
+    secretName: {{ required "auth.secretName is required when auth.enabled (a Secret holding the token)" .Values.auth.secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.auth.secretKey }}
+        path: token
+{{- end }}
 {{- end }}
 
 {{/* Scheduling of a pod; call with (dict "c" componentValues "gpu" bool "root" $). */}}

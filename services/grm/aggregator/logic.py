@@ -47,11 +47,14 @@ class RewardScorer:
         principles_model: Callable[[], ModelInfo] | None = None,
         planner: KPlanner | None = None,
         free_capacity: Callable[[], int] | None = None,
+        pool_load: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        # k planner (requests with a latency budget): measured latency + free sampler slots.
+        # k planner (requests with a latency budget): measured latency + free sampler slots,
+        # or better the pool's (capacity, in flight + queued): work queued ahead counts.
         self.planner = planner
         self.free_capacity = free_capacity
+        self.pool_load = pool_load
         self.batch_concurrency = max(1, batch_concurrency)
         self.results = results
         self.principles_model = principles_model  # the principle generator's model, when known
@@ -60,8 +63,14 @@ class RewardScorer:
         """The k to draw: the planner's pick under the item's budget, else item.k."""
         if self.planner is None or not item.latency_budget_ms:
             return item.k
-        free = self.free_capacity() if self.free_capacity is not None else 1
-        plan = self.planner.plan(item.k, item.latency_budget_ms, free)
+        if self.pool_load is not None:
+            capacity, busy = self.pool_load()
+            plan = self.planner.plan(
+                item.k, item.latency_budget_ms, capacity - busy, capacity=capacity
+            )
+        else:
+            free = self.free_capacity() if self.free_capacity is not None else 1
+            plan = self.planner.plan(item.k, item.latency_budget_ms, free)
         if plan.deficit:
             telemetry.metrics().k_deficit.add(plan.deficit)
         return plan.k_planned

@@ -7,6 +7,15 @@ in-memory LRU; `--cache false` (GRM_CACHE) turns it off. Redis down = slower, ne
 OpenRLHF (grm.aggregator.http_rm): `--http-port` (GRM_HTTP_PORT; 0 = off) also serves
 `POST /get_reward` over HTTP, scoring through this aggregator's own RewardService;
 `--http-group` scores the responses of one prompt together, `--http-group-size` at a time.
+
+Sampler pool (grm.aggregator.discovery): `--sampler-discovery kubernetes`
+(GRM_SAMPLER_DISCOVERY) follows the ready endpoints of `--sampler-service` in
+`--sampler-namespace` (default: the pod's own) through its EndpointSlices; `--samplers`, if
+given, is the set used until the first list arrives (and while the API never answers).
+
+Security (grm.security): `--upstream-tls-*` and `--upstream-auth-token-file` say how the
+aggregator dials samplers and principle generators (the token defaults to its own); the HTTP
+endpoint's loopback client dials this server with the same TLS settings and its own token.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grm.aggregator.admission import Admission, AdmissionLimits
+from grm.aggregator.discovery import EndpointSliceWatcher, parse_discovery, pod_namespace
 from grm.aggregator.http_rm import HttpRmSettings, RewardHttpApp
 from grm.aggregator.logic import RewardScorer
 from grm.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
@@ -37,8 +47,10 @@ from grm.core.types import SamplingParams
 from grm.core.validation import Defaults, Limits
 from grm.local import make_meta_rm
 from grm.pipeline import PipelineSettings, ScoringPipeline
+from grm.security import PLAINTEXT, ClientSecurity
 from grm.server import GrmServer, ServerSettings, serve
 from grm.settings import (
+    UPSTREAM_OPTIONS,
     Option,
     add_options,
     parse_bool,
@@ -46,6 +58,7 @@ from grm.settings import (
     resolve,
     server_options,
     server_settings,
+    upstream_security,
 )
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
@@ -53,7 +66,15 @@ DEFAULT_PORT = 50051
 _L, _D, _S, _A = Limits(), Defaults(), SamplingParams(), AdmissionLimits()
 OPTIONS = [
     *server_options(DEFAULT_PORT),
-    Option("--samplers", parse_list, (), "sampler addresses, comma-separated (required)"),
+    Option("--samplers", parse_list, (), "sampler addresses, comma-separated (static: required)"),
+    Option(
+        "--sampler-discovery",
+        parse_discovery,
+        "static",
+        "sampler pool: static (--samplers) | kubernetes (the Service's EndpointSlices)",
+    ),
+    Option("--sampler-service", str, "", "kubernetes discovery: the samplers' headless Service"),
+    Option("--sampler-namespace", str, None, "kubernetes discovery: its namespace (default: own)"),
     Option("--principles", parse_list, (), "principle generator addresses (separate mode)"),
     Option("--template", str, "grm-default-v1", "prompt template version (meta RM prompts)"),
     Option("--meta-rm", str, "agreement", "meta RM: agreement | llm | http | none"),
@@ -89,6 +110,7 @@ OPTIONS = [
     Option("--http-port", int, 0, "OpenRLHF POST /get_reward on this HTTP port (0 = off)"),
     Option("--http-group", parse_bool, True, "/get_reward: score one prompt's responses together"),
     Option("--http-group-size", int, 8, "/get_reward: responses per Score (<= --max-responses)"),
+    *UPSTREAM_OPTIONS,
 ]
 
 
@@ -97,6 +119,10 @@ class AggregatorSettings:
     server: ServerSettings
     samplers: tuple[str, ...]
     principles: tuple[str, ...] = ()
+    # "kubernetes": the pool follows the Service's ready endpoints; `samplers` is the start set.
+    sampler_discovery: str = "static"
+    sampler_service: str = ""
+    sampler_namespace: str = "default"
     template: str = "grm-default-v1"
     meta_rm: str = "agreement"
     meta_rm_url: str | None = None
@@ -114,6 +140,8 @@ class AggregatorSettings:
     # None: no OpenRLHF HTTP endpoint (the CLI sets one when --http-port is not 0).
     http: HttpRmSettings | None = None
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    # How samplers and principle generators are dialled (TLS, client cert, bearer token).
+    upstream: ClientSecurity = PLAINTEXT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,11 +150,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> AggregatorSettings:
     v = resolve(args, OPTIONS, environ)
-    if not v["samplers"]:
+    kubernetes = v["sampler_discovery"] == "kubernetes"
+    if kubernetes and not v["sampler_service"]:
+        raise SystemExit(
+            "grm: error: --sampler-discovery kubernetes needs --sampler-service "
+            "(or GRM_SAMPLER_SERVICE)"
+        )
+    if not kubernetes and not v["samplers"]:
         raise SystemExit("grm: error: the aggregator needs --samplers (or GRM_SAMPLERS)")
+    server = server_settings(v, environ)
+    upstream = upstream_security(v, environ, server.auth_token)
+    if v["http_port"] and server.tls is not None and not upstream.tls:
+        raise SystemExit(
+            "grm: error: --http-port with --tls-cert needs --upstream-tls-ca: the endpoint's "
+            "loopback client verifies this server with it"
+        )
     return AggregatorSettings(
-        server=server_settings(v),
+        server=server,
         samplers=tuple(v["samplers"]),
+        sampler_discovery=v["sampler_discovery"],
+        sampler_service=v["sampler_service"],
+        sampler_namespace=v["sampler_namespace"] or (pod_namespace() if kubernetes else "default"),
         principles=tuple(v["principles"]),
         template=v["template"],
         meta_rm=v["meta_rm"],
@@ -157,6 +201,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
             max_inflight_requests=v["max_inflight_requests"],
             max_queued_samples=v["max_queued_samples"],
         ),
+        upstream=upstream,
     )
 
 
@@ -187,13 +232,21 @@ class Aggregator:
     cache: GrmCache | None = None
     http_settings: HttpRmSettings | None = None
     http: RewardHttpApp | None = None
+    upstream: ClientSecurity = PLAINTEXT
+    discovery: EndpointSliceWatcher | None = None  # kubernetes discovery of the sampler pool
 
     async def warm_up(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.start()
         if self.meta_backend is not None:
             await self.meta_backend.start()
         if self.http_settings is not None and self.http is None:
             self.http = RewardHttpApp(
-                AsyncGrmClient(_loopback(self.server), timeout=self.http_settings.timeout_s),
+                AsyncGrmClient(
+                    _loopback(self.server),
+                    timeout=self.http_settings.timeout_s,
+                    security=_loopback_security(self.server.settings, self.upstream),
+                ),
                 self.http_settings,
             )
             await self.http.start()
@@ -201,6 +254,8 @@ class Aggregator:
     async def close(self) -> None:
         if self.http is not None:
             await self.http.close()
+        if self.discovery is not None:
+            await self.discovery.close()  # before the pool: no updates into a closed pool
         await self.pool.close()
         if self.principles is not None:
             await self.principles.close()
@@ -214,12 +269,21 @@ def build(
     settings: AggregatorSettings,
     *,
     meta_backend_factory: Callable[[], GenerationBackend] | None = None,
+    kube_api_client: Any | None = None,
 ) -> Aggregator:
     """Wire pool → pipeline → scorer → servicer → server (no I/O until started)."""
     templates = load_templates(settings.template)
-    pool = RemoteSamplerPool(settings.samplers, max_message_mb=settings.server.max_message_mb)
+    pool = RemoteSamplerPool(
+        settings.samplers,
+        max_message_mb=settings.server.max_message_mb,
+        security=settings.upstream,
+    )
     principles = (
-        RemotePrincipleSource(settings.principles, max_message_mb=settings.server.max_message_mb)
+        RemotePrincipleSource(
+            settings.principles,
+            max_message_mb=settings.server.max_message_mb,
+            security=settings.upstream,
+        )
         if settings.principles
         else None
     )
@@ -252,6 +316,7 @@ def build(
             batch_concurrency=settings.batch_concurrency,
             planner=KPlanner(pool.latency),
             free_capacity=pool.free_capacity,
+            pool_load=pool.load,
         )
     else:
         cache = build_cache(settings.cache)
@@ -269,6 +334,7 @@ def build(
             principles_model=(lambda: cached.info) if cached is not None else None,
             planner=KPlanner(pool.latency),
             free_capacity=pool.free_capacity,
+            pool_load=pool.load,
         )
     servicer = RewardServicer(
         scorer,
@@ -282,7 +348,30 @@ def build(
         register=[lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, s)],
         service_names=[reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name],
     )
-    return Aggregator(server, pool, principles, meta_backend, cache, http_settings=settings.http)
+    return Aggregator(
+        server,
+        pool,
+        principles,
+        meta_backend,
+        cache,
+        http_settings=settings.http,
+        upstream=settings.upstream,
+        discovery=_discovery(settings, pool, kube_api_client),
+    )
+
+
+def _discovery(
+    settings: AggregatorSettings, pool: RemoteSamplerPool, api_client: Any | None
+) -> EndpointSliceWatcher | None:
+    """With kubernetes discovery, a watcher that keeps the pool's address set current."""
+    if settings.sampler_discovery != "kubernetes":
+        return None
+    return EndpointSliceWatcher(
+        settings.sampler_service,
+        settings.sampler_namespace,
+        pool.update_addresses,
+        api_client=api_client,
+    )
 
 
 def _loopback(server: GrmServer) -> str:
@@ -291,6 +380,19 @@ def _loopback(server: GrmServer) -> str:
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
     return f"{host}:{server.port}"
+
+
+def _loopback_security(server: ServerSettings, upstream: ClientSecurity) -> ClientSecurity:
+    """The loopback client: this server's TLS (verified as upstreams are) and its own token."""
+    base = upstream if server.tls is not None else PLAINTEXT
+    return ClientSecurity(
+        tls=base.tls,
+        ca_pem=base.ca_pem,
+        cert_pem=base.cert_pem,
+        key_pem=base.key_pem,
+        server_name=base.server_name,
+        token=server.auth_token,
+    )
 
 
 def _meta_rm_identity(settings: AggregatorSettings) -> str:

@@ -6,6 +6,11 @@ equals), gives each call the caller's remaining deadline minus a reserve, and tu
 endpoint into invalid "sampler unavailable" samples — which the pipeline re-samples, and this
 pool then sends to the endpoints that are still up. A sampler's INVALID_ARGUMENT (e.g. the
 prompt is over its model's input limit) is the caller's error: it is raised, not re-sampled.
+
+The address set can change at run time (`update_addresses`, fed by sampler discovery): new
+endpoints join, gone ones stop getting work and their channels close once their in-flight
+calls end. An empty pool is allowed (discovery may find no ready sampler yet): sampling then
+yields "sampler unavailable" samples (UNAVAILABLE) and the free capacity is 0.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,6 +29,7 @@ from grm.core.planner import LatencyWindow
 from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
 from grm.principles.logic import PrincipleSet
 from grm.sampler.bounded import DEADLINE_REASON, unfinished
+from grm.security import ClientSecurity, aio_channel
 from grm.server import channel_options
 from grm.telemetry import ClientTraceInterceptor
 from grm.v1 import critique_pb2, critique_pb2_grpc, principle_pb2_grpc
@@ -49,10 +55,11 @@ class Endpoint:
     samples_sent: int = 0
     failures: int = 0
     last_error: str = field(default="", repr=False)
+    retired: bool = False  # removed from the pool: close the channel when idle
 
 
 class RemoteSamplerPool:
-    """A SampleSource over a static list of CritiqueService endpoints."""
+    """A SampleSource over a set of CritiqueService endpoints (static or discovered)."""
 
     def __init__(
         self,
@@ -61,17 +68,60 @@ class RemoteSamplerPool:
         down_for_s: float = 2.0,
         max_message_mb: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        security: ClientSecurity | None = None,
     ) -> None:
-        if not addresses:
-            raise ValueError("the sampler pool needs at least one address")
-        self.endpoints = [Endpoint(a) for a in addresses]
+        self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
         self.down_for_s = down_for_s
         self.max_message_mb = max_message_mb
+        self.security = security  # TLS and bearer token for the sampler channels
         self.clock = clock
         self._cursor = 0
         self._info = ModelInfo(model_id="unknown", backend="remote")
         # Per-sample service time of calls that did not queue at the sampler (k planner).
         self.latency = LatencyWindow()
+        self._retired: list[Endpoint] = []  # removed, channel still open for in-flight calls
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def addresses(self) -> list[str]:
+        """The current members, in pool order."""
+        return [ep.address for ep in self.endpoints]
+
+    def update_addresses(self, addresses: Iterable[str]) -> None:
+        """Replace the member set at run time (discovery): keep the endpoints that stay (their
+        channel and load), add new ones, retire gone ones — a retired endpoint gets no new work
+        and its channel closes once its in-flight calls have finished."""
+        wanted = list(dict.fromkeys(addresses))
+        keep = set(wanted)
+        current = {ep.address: ep for ep in self.endpoints}
+        for ep in self.endpoints:
+            if ep.address not in keep:
+                self._retire(ep)
+        self.endpoints = [
+            *(ep for ep in self.endpoints if ep.address in keep),
+            *(Endpoint(a) for a in sorted(keep - current.keys())),
+        ]
+        if self.endpoints:
+            self._cursor %= len(self.endpoints)
+        else:
+            self._cursor = 0
+
+    def _retire(self, ep: Endpoint) -> None:
+        ep.retired = True
+        if ep.outstanding:
+            self._retired.append(ep)  # _call closes it when the last call returns
+        else:
+            self._close_later(ep)
+
+    def _close_later(self, ep: Endpoint) -> None:
+        channel, ep.channel, ep.stub = ep.channel, None, None
+        if ep in self._retired:
+            self._retired.remove(ep)
+        if channel is None:
+            return
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def info(self) -> ModelInfo:
@@ -79,17 +129,28 @@ class RemoteSamplerPool:
         return self._info
 
     def free_capacity(self) -> int:
-        """Free sample slots over the endpoints that are up: capacity minus in flight."""
+        """Free sample slots over the endpoints that are up: capacity minus in flight
+        (0 for an empty pool)."""
         now = self.clock()
         up = [ep for ep in self.endpoints if ep.down_until <= now]
         known = [ep.capacity for ep in self.endpoints if ep.capacity]
         default = max(known, default=1)
         return sum(max(0, (ep.capacity or default) - ep.outstanding) for ep in up)
 
+    def load(self) -> tuple[int, int]:
+        """(capacity, samples in flight or queued) over the endpoints that are up: the k
+        planner's view of the pool (work queued ahead delays a new request's samples)."""
+        now = self.clock()
+        up = [ep for ep in self.endpoints if ep.down_until <= now]
+        known = [ep.capacity for ep in self.endpoints if ep.capacity]
+        default = max(known, default=1)
+        return sum(ep.capacity or default for ep in up), sum(ep.outstanding for ep in up)
+
     def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
         if ep.stub is None:
-            ep.channel = grpc.aio.insecure_channel(
+            ep.channel = aio_channel(
                 ep.address,
+                self.security,
                 options=channel_options(self.max_message_mb),
                 interceptors=[ClientTraceInterceptor()],  # joins the request's trace
             )
@@ -104,13 +165,15 @@ class RemoteSamplerPool:
         """
         now = self.clock()
         n = len(self.endpoints)
+        if n == 0:
+            return []
         up = [i for i, ep in enumerate(self.endpoints) if ep.down_until <= now] or list(range(n))
         known = [ep.capacity for ep in self.endpoints if ep.capacity]
         default = max(known, default=1)  # a sampler not heard from yet: like the others
         assigned = [0] * n
         plan: list[list[SampleSpec]] = [[] for _ in range(n)]
-        start = self._cursor
-        self._cursor = (self._cursor + 1) % n
+        start = self._cursor % n
+        self._cursor = (start + 1) % n
 
         def key(i: int) -> tuple[float, int]:
             ep = self.endpoints[i]
@@ -136,11 +199,15 @@ class RemoteSamplerPool:
             return [unfinished(s, DEADLINE_REASON) for s in specs]
         # The deadline here is already the caller's minus the aggregator's reserve; keep
         # only a little for the network.
+        if not self.endpoints:
+            reason = f"{UNAVAILABLE_REASON} (no sampler in the pool)"
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
         time_limit = deadlines.downstream_timeout(left, reserve_fraction=0.05, max_reserve_s=0.05)
+        endpoints = list(self.endpoints)  # the plan's order, whatever joins or leaves meanwhile
         plan = self.plan(specs)
         calls = [
             self._call(ep, context, responses, batch, params, time_limit)
-            for ep, batch in zip(self.endpoints, plan, strict=True)
+            for ep, batch in zip(endpoints, plan, strict=True)
             if batch
         ]
         by_key: dict[tuple[int, int], Sample] = {}
@@ -190,6 +257,8 @@ class RemoteSamplerPool:
             return [unfinished(s, reason, finish_reason="error") for s in specs]
         finally:
             ep.outstanding -= len(specs)
+            if ep.retired and not ep.outstanding:
+                self._close_later(ep)
         if reply.load.capacity:
             ep.capacity = reply.load.capacity
         if unqueued and reply.samples and all(m.text for m in reply.samples):
@@ -215,20 +284,30 @@ class RemoteSamplerPool:
         }
 
     async def close(self) -> None:
-        for ep in self.endpoints:
+        for ep in [*self.endpoints, *self._retired]:
             if ep.channel is not None:
                 await ep.channel.close()
             ep.channel = ep.stub = None
+        self._retired.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class RemotePrincipleSource:
     """A PrincipleSource over PrincipleService endpoints (failover in round-robin order)."""
 
-    def __init__(self, addresses: Sequence[str], *, max_message_mb: int = 64) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        max_message_mb: int = 64,
+        security: ClientSecurity | None = None,
+    ) -> None:
         if not addresses:
             raise ValueError("the principle source needs at least one address")
         self.addresses = list(addresses)
         self.max_message_mb = max_message_mb
+        self.security = security  # TLS and bearer token for the principle channels
         self._stubs: dict[str, principle_pb2_grpc.PrincipleServiceStub] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._cursor = 0
@@ -241,8 +320,9 @@ class RemotePrincipleSource:
 
     def _stub(self, address: str) -> principle_pb2_grpc.PrincipleServiceStub:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(
+            channel = aio_channel(
                 address,
+                self.security,
                 options=channel_options(self.max_message_mb),
                 interceptors=[ClientTraceInterceptor()],  # joins the request's trace
             )

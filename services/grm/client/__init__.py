@@ -8,10 +8,23 @@
 Results are `grm.core.types.ScoreResult`; failures raise `grm.core.errors.GrmError`
 subclasses (InvalidArgumentError, UnavailableError, DeadlineExceededError, ...), retried
 only when transient (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered exponential backoff.
+
+Any number of items: `client.score_many(items)` splits them into ScoreBatch calls within the
+message limit and --max-batch-items and returns one `ScoredItem` per item, in input order
+(a result or a per-item error; the asyncio client sends several calls at once).
 """
 
 from grm.client._common import NO_RETRY, BatchOutcome, RetryPolicy
 from grm.client.aio import AsyncGrmClient
+from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS, ScoredItem
 from grm.client.sync import GrmClient
 
-__all__ = ["NO_RETRY", "AsyncGrmClient", "BatchOutcome", "GrmClient", "RetryPolicy"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_ITEMS",
+    "NO_RETRY",
+    "AsyncGrmClient",
+    "BatchOutcome",
+    "GrmClient",
+    "RetryPolicy",
+    "ScoredItem",
+]

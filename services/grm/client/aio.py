@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -20,9 +20,18 @@ from grm.client._common import (
     batch_request,
     error_of,
 )
-from grm.core.errors import DeadlineExceededError
+from grm.client.batching import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_BATCH_ITEMS,
+    BatchCall,
+    BatchRun,
+    ScoredItem,
+    with_budget,
+)
+from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
-from grm.server import channel_options
+from grm.security import PLAINTEXT, ClientSecurity, aio_channel
+from grm.server import MiB, channel_options
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 T = TypeVar("T")
@@ -44,17 +53,19 @@ class AsyncGrmClient:
         credentials: grpc.ChannelCredentials | None = None,
         max_message_mb: int = 64,
         rng: random.Random | None = None,
+        security: ClientSecurity | None = None,
+        token: str | None = None,
     ) -> None:
+        """`security` (grm.security.ClientSecurity): TLS / mutual TLS and the bearer token;
+        `credentials` replace its TLS settings, `token` its token."""
         self.target = target
         self.timeout = timeout
+        self.max_message_bytes = max_message_mb * MiB  # score_many packs calls up to this
         self.retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         options = channel_options(max_message_mb)
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.aio.insecure_channel(target, options=options)
-        )
+        security = (security or PLAINTEXT).with_token(token)
+        self._channel = aio_channel(target, security, options=options, credentials=credentials)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncGrmClient:
@@ -93,10 +104,18 @@ class AsyncGrmClient:
         responses: Sequence[str],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, as in GrmClient
+        latency_budget_ms: int = 0,
         **fields: Any,
     ) -> ScoreResult:
-        """Score the responses to a query (or chat turns); keywords as in ScoreRequest."""
-        request = as_request({"query": query, "responses": responses, **fields})
+        """Score the responses to a query (or chat turns); keywords as in ScoreRequest.
+
+        `timeout` (s) is this call's gRPC deadline, retries included (None: the client's);
+        `latency_budget_ms` lets the server vote over the samples done by then (0: none).
+        """
+        request = as_request(
+            {"query": query, "responses": responses, "latency_budget_ms": latency_budget_ms}
+            | fields
+        )
         return await self.score_request(request, timeout=timeout)
 
     async def score_request(
@@ -125,7 +144,51 @@ class AsyncGrmClient:
         items: Sequence[ItemLike],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline
+        latency_budget_ms: int | None = None,
     ) -> list[BatchOutcome]:
-        """Score many items under one deadline: a ScoreResult or a GrmError per item."""
-        reply = await self._call(self._stub.ScoreBatch, batch_request(items), timeout)
+        """Score many items under one deadline: a ScoreResult or a GrmError per item.
+
+        One call: it must fit the message limit and --max-batch-items (score_many splits).
+        `latency_budget_ms` applies to the items that carry no budget of their own.
+        """
+        request = batch_request([with_budget(as_request(i), latency_budget_ms) for i in items])
+        reply = await self._call(self._stub.ScoreBatch, request, timeout)
         return batch_outcomes(reply)
+
+    async def score_many(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the deadline of each ScoreBatch
+        latency_budget_ms: int | None = None,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_message_bytes: int | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> list[ScoredItem]:
+        """Score any number of items: one ScoredItem per item, in input order.
+
+        Items are split into ScoreBatch calls within `max_message_bytes` (default: this
+        client's max_message_mb) and `max_batch_items` (match the server's); up to
+        `concurrency` calls run at once, each with its own `timeout` and retries. Failures
+        are per item (a failed call fails its items only); an item too large for any call
+        is an INVALID_ARGUMENT of its own.
+        """
+        run = BatchRun(
+            items,
+            max_bytes=max_message_bytes or self.max_message_bytes,
+            max_items=max_batch_items,
+            latency_budget_ms=latency_budget_ms,
+        )
+        limit = asyncio.Semaphore(max(1, concurrency))
+
+        async def send(call: BatchCall) -> None:
+            async with limit:
+                try:
+                    reply = await self._call(self._stub.ScoreBatch, call.request, timeout)
+                except GrmError as exc:
+                    run.record(call, exc)
+                else:
+                    run.record(call, batch_outcomes(reply))
+
+        await asyncio.gather(*(send(call) for call in run.calls))
+        return run.results()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,9 +19,11 @@ from grm.client._common import (
     batch_request,
     error_of,
 )
-from grm.core.errors import DeadlineExceededError
+from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS, BatchRun, ScoredItem, with_budget
+from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
-from grm.server import channel_options
+from grm.security import PLAINTEXT, ClientSecurity, sync_channel
+from grm.server import MiB, channel_options
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 T = TypeVar("T")
@@ -43,17 +45,19 @@ class GrmClient:
         credentials: grpc.ChannelCredentials | None = None,
         max_message_mb: int = 64,
         rng: random.Random | None = None,
+        security: ClientSecurity | None = None,
+        token: str | None = None,
     ) -> None:
+        """`security` (grm.security.ClientSecurity): TLS / mutual TLS and the bearer token;
+        `credentials` replace its TLS settings, `token` its token."""
         self.target = target
         self.timeout = timeout
+        self.max_message_bytes = max_message_mb * MiB  # score_many packs calls up to this
         self.retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         options = channel_options(max_message_mb)
-        self._channel = (
-            grpc.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.insecure_channel(target, options=options)
-        )
+        security = (security or PLAINTEXT).with_token(token)
+        self._channel = sync_channel(target, security, options=options, credentials=credentials)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
 
     def __enter__(self) -> GrmClient:
@@ -91,10 +95,18 @@ class GrmClient:
         responses: Sequence[str],
         *,
         timeout: float | None = None,
+        latency_budget_ms: int = 0,
         **fields: Any,
     ) -> ScoreResult:
-        """Score the responses to a query (or chat turns); keywords as in ScoreRequest."""
-        request = as_request({"query": query, "responses": responses, **fields})
+        """Score the responses to a query (or chat turns); keywords as in ScoreRequest.
+
+        `timeout` (s) is this call's gRPC deadline, retries included (None: the client's);
+        `latency_budget_ms` lets the server vote over the samples done by then (0: none).
+        """
+        request = as_request(
+            {"query": query, "responses": responses, "latency_budget_ms": latency_budget_ms}
+            | fields
+        )
         return self.score_request(request, timeout=timeout)
 
     def score_request(
@@ -111,7 +123,48 @@ class GrmClient:
         )
 
     def score_batch(
-        self, items: Sequence[ItemLike], *, timeout: float | None = None
+        self,
+        items: Sequence[ItemLike],
+        *,
+        timeout: float | None = None,
+        latency_budget_ms: int | None = None,
     ) -> list[BatchOutcome]:
-        """Score many items under one deadline: a ScoreResult or a GrmError per item."""
-        return batch_outcomes(self._call(self._stub.ScoreBatch, batch_request(items), timeout))
+        """Score many items under one deadline: a ScoreResult or a GrmError per item.
+
+        One call: it must fit the message limit and --max-batch-items (score_many splits).
+        `latency_budget_ms` applies to the items that carry no budget of their own.
+        """
+        request = batch_request([with_budget(as_request(i), latency_budget_ms) for i in items])
+        return batch_outcomes(self._call(self._stub.ScoreBatch, request, timeout))
+
+    def score_many(
+        self,
+        items: Iterable[ItemLike],
+        *,
+        timeout: float | None = None,
+        latency_budget_ms: int | None = None,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_message_bytes: int | None = None,
+    ) -> list[ScoredItem]:
+        """Score any number of items: one ScoredItem per item, in input order.
+
+        Items are split into ScoreBatch calls within `max_message_bytes` (default: this
+        client's max_message_mb) and `max_batch_items` (match the server's), sent one after
+        another, each with its own `timeout` and retries. Failures are per item (a failed
+        call fails its items only); an item too large for any call is an INVALID_ARGUMENT
+        of its own. AsyncGrmClient.score_many sends calls concurrently.
+        """
+        run = BatchRun(
+            items,
+            max_bytes=max_message_bytes or self.max_message_bytes,
+            max_items=max_batch_items,
+            latency_budget_ms=latency_budget_ms,
+        )
+        for call in run.calls:
+            try:
+                reply = self._call(self._stub.ScoreBatch, call.request, timeout)
+            except GrmError as exc:
+                run.record(call, exc)
+            else:
+                run.record(call, batch_outcomes(reply))
+        return run.results()

@@ -2,10 +2,13 @@
 
 Pure logic, no I/O. The aggregator feeds a `LatencyWindow` with the latencies of samples
 the pool drew (service time, not queueing) and asks `KPlanner.plan` for each request with
-a budget. The prediction is in waves: with `free` sampler slots, k samples finish after
-ceil(k / free) waves of one (high-percentile) sample latency each, plus a margin for the
-vote and the reply. The pipeline's anytime voting is the safety net when the prediction
-is wrong; the planner keeps the request from starting work it cannot finish.
+a budget. The prediction is in waves of one (high-percentile) sample latency each, plus a
+margin for the vote and the reply. With the pool's total capacity C known and `busy` samples
+already in flight or queued there (FIFO, ahead of this request's), k samples finish after
+ceil((busy + k) / C) waves: every slot that frees serves the queue in order. Without C, only
+the `free` slots are counted, k / free waves (conservative while the others stay busy).
+The pipeline's anytime voting is the safety net when the prediction is wrong; the planner
+keeps the request from starting work it cannot finish.
 """
 
 from __future__ import annotations
@@ -54,8 +57,19 @@ def budget_margin_ms(
     return min(max_ms, max(min_ms, budget_ms * fraction))
 
 
-def predicted_ms(k: int, latency_ms: float, free_capacity: int, overhead_ms: float = 0.0) -> float:
-    """Finish time of k samples on `free_capacity` slots: ceil(k / free) waves of latency."""
+def predicted_ms(
+    k: int,
+    latency_ms: float,
+    free_capacity: int,
+    overhead_ms: float = 0.0,
+    *,
+    capacity: int | None = None,
+) -> float:
+    """Finish time of k samples: ceil(k / free) waves of latency, or with the pool's total
+    `capacity` known, ceil((busy + k) / capacity) waves (busy = capacity - free_capacity)."""
+    if capacity is not None and capacity > 0:
+        busy = max(0, capacity - free_capacity)
+        return math.ceil((busy + k) / capacity) * latency_ms + overhead_ms
     waves = math.ceil(k / max(1, free_capacity))
     return waves * latency_ms + overhead_ms
 
@@ -69,12 +83,16 @@ def plan_k(
     k_min: int = 1,
     margin_ms: float = 0.0,
     overhead_ms: float = 0.0,
+    capacity: int | None = None,
 ) -> int:
     """The largest k ≤ k_requested (≥ min(k_min, k_requested)) predicted to fit the budget.
 
     No budget or no latency measured yet: k_requested (anytime voting still cuts at the
-    budget). With no free slot the samples queue behind one slot's worth of work: planned
-    as one slot. A budget too short for even one wave gives k_min.
+    budget). With the pool's total `capacity` known, `free_capacity` is capacity minus the
+    samples in flight or queued (negative with a backlog): the new samples queue behind those
+    `busy` ones and every slot serves the queue, so k ≤ waves × capacity - busy. Without it,
+    only the free slots count (no free slot: planned as one). A budget too short for even one
+    wave (or a backlog longer than the budget) gives k_min.
     """
     floor_k = max(1, min(k_min, k_requested))
     if not budget_ms or budget_ms <= 0 or latency_ms is None:
@@ -84,6 +102,9 @@ def plan_k(
     if latency_ms <= 0:
         return k_requested
     waves = math.floor(usable / latency_ms) if usable > 0 else 0
+    if capacity is not None and capacity > 0:
+        busy = max(0, capacity - free_capacity)
+        return max(floor_k, min(k_requested, waves * capacity - busy))
     return max(floor_k, min(k_requested, waves * slots))
 
 
@@ -116,7 +137,9 @@ class KPlanner:
         free_capacity: int,
         *,
         overhead_ms: float = 0.0,
+        capacity: int | None = None,
     ) -> KPlan:
+        """`capacity`: the pool's total slots when known (see plan_k)."""
         latency = self.window.estimate()
         margin = budget_margin_ms(budget_ms) if budget_ms else 0.0
         k = plan_k(
@@ -127,8 +150,11 @@ class KPlanner:
             k_min=self.k_min,
             margin_ms=margin,
             overhead_ms=overhead_ms,
+            capacity=capacity,
         )
         predicted = (
-            None if latency is None else predicted_ms(k, latency, free_capacity, overhead_ms)
+            None
+            if latency is None
+            else predicted_ms(k, latency, free_capacity, overhead_ms, capacity=capacity)
         )
         return KPlan(k_requested, k, latency, max(0, free_capacity), predicted)

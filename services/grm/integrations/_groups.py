@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grm.client._common import BatchOutcome
+from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS
 from grm.core.errors import GrmError, InvalidArgumentError
 
 # A query: a plain string, or chat turns as (role, content) pairs (hashable, for grouping).
@@ -22,7 +23,7 @@ Query = str | tuple[tuple[str, str], ...]
 ItemOutcome = float | GrmError
 
 DEFAULT_GROUP_SIZE = 8
-DEFAULT_BATCH_ITEMS = 256  # the aggregator's default --max-batch-items
+DEFAULT_BATCH_ITEMS = DEFAULT_MAX_BATCH_ITEMS  # the aggregator's default --max-batch-items
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> SamplerSettings:
     v = resolve(args, OPTIONS, environ)
     return SamplerSettings(
-        server=server_settings(v),
+        server=server_settings(v, environ),
         model=EmbeddedSettings(
             model_path=v["model_path"], n_ctx=v["n_ctx"], n_threads=v["n_threads"]
         ),

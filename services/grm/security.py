@@ -1,0 +1,338 @@
+"""Transport security for every grm server and client: TLS, mutual TLS and a bearer token.
+
+One place builds what each side needs, so every dial site (client SDK, aggregator → samplers
+and principle generator, the aggregator's HTTP loopback, `grm up`, `grm score --target`)
+and every server behave the same:
+
+- `ServerTls` — a certificate and key (PEM files); with a client CA the server also requires
+  client certificates signed by it (mutual TLS).
+- `ClientSecurity` — how to dial: TLS roots (a CA bundle, or the system's), an optional
+  client certificate for mutual TLS, an optional server-name override (pods are dialled by
+  IP, their certificate names a service), and the bearer token sent as `authorization`
+  metadata on every call.
+
+Files are read once at startup; a missing or unreadable file is a `SecurityConfigError`
+that names the option, so a misconfigured pod fails at once rather than on its first call.
+Tokens never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+AUTH_METADATA_KEY = "authorization"
+BEARER = "bearer "
+# Methods that answer without a token: kubelet probes and load balancers send no metadata,
+# and reflection only describes the public protos.
+OPEN_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+class SecurityConfigError(ValueError):
+    """A TLS or token setting that cannot be used; the message names the option."""
+
+
+def read_pem(path: str, option: str) -> bytes:
+    """The PEM file `path`, or a SecurityConfigError naming `option`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SecurityConfigError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise SecurityConfigError(f"{option}: {path} is not a PEM file")
+    return data
+
+
+def read_token(path: str, option: str) -> str:
+    """A token file's content without surrounding whitespace (Secrets often end in a newline)."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SecurityConfigError(f"{option}: cannot read {path}: {why}") from None
+    if not token:
+        raise SecurityConfigError(f"{option}: {path} is empty")
+    return _check_token(token, option)
+
+
+def _check_token(token: str, option: str) -> str:
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise SecurityConfigError(f"{option}: the token must be printable, without whitespace")
+    return token
+
+
+def resolve_token(
+    token_file: str | None,
+    environ: Mapping[str, str],
+    *,
+    file_option: str = "--auth-token-file",
+    env_name: str = "GRM_AUTH_TOKEN",
+) -> str | None:
+    """The token from its file option, else from the environment variable, else None."""
+    if token_file:
+        return read_token(token_file, file_option)
+    value = environ.get(env_name, "").strip()
+    return _check_token(value, env_name) if value else None
+
+
+# --- server side --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate chain and key; a client CA turns on mutual TLS."""
+
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+    client_ca_pem: bytes | None = field(default=None, repr=False)
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca_pem is not None
+
+    @classmethod
+    def load(
+        cls,
+        cert: str | None,
+        key: str | None,
+        client_ca: str | None = None,
+        *,
+        names: tuple[str, str, str] = ("--tls-cert", "--tls-key", "--tls-client-ca"),
+    ) -> ServerTls | None:
+        """From PEM files; None when no certificate is configured (plaintext)."""
+        cert_opt, key_opt, ca_opt = names
+        if not cert and not key:
+            if client_ca:
+                raise SecurityConfigError(f"{ca_opt} needs {cert_opt} and {key_opt}")
+            return None
+        if not cert or not key:
+            missing = cert_opt if not cert else key_opt
+            raise SecurityConfigError(
+                f"TLS needs both {cert_opt} and {key_opt}: {missing} is unset"
+            )
+        return cls(
+            cert_pem=read_pem(cert, cert_opt),
+            key_pem=read_pem(key, key_opt),
+            client_ca_pem=read_pem(client_ca, ca_opt) if client_ca else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)],
+            root_certificates=self.client_ca_pem,
+            require_client_auth=self.mutual,
+        )
+
+
+def bearer_ok(metadata: Sequence[tuple[str, Any]] | None, token: str) -> bool:
+    """Whether the call carries `authorization: Bearer <token>` (constant-time compare)."""
+    expected = token.encode("utf-8")
+    for key, value in metadata or ():
+        if key.lower() != AUTH_METADATA_KEY:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if text[: len(BEARER)].lower() == BEARER:
+            presented = text[len(BEARER) :].strip().encode("utf-8")
+            if hmac.compare_digest(presented, expected):
+                return True
+    return False
+
+
+def is_open_method(method: str) -> bool:
+    """Health checks and reflection answer without a token."""
+    return method.startswith(OPEN_METHOD_PREFIXES)
+
+
+# --- client side --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How a client dials a grm server; the default is plaintext without a token."""
+
+    tls: bool = False  # TLS on (with `ca_pem`, else the system's roots)
+    ca_pem: bytes | None = field(default=None, repr=False)
+    cert_pem: bytes | None = field(default=None, repr=False)  # client certificate (mTLS)
+    key_pem: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None  # expected name in the server certificate
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        tls: bool = False,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        server_name: str | None = None,
+        token: str | None = None,
+        names: tuple[str, str, str] = ("--tls-ca", "--tls-cert", "--tls-key"),
+    ) -> ClientSecurity:
+        """From PEM files; any TLS setting (or `tls`) turns TLS on. `names`: the options."""
+        ca_opt, cert_opt, key_opt = names
+        if bool(cert) != bool(key):
+            missing = cert_opt if not cert else key_opt
+            raise SecurityConfigError(
+                f"a client certificate needs {cert_opt} and {key_opt}: {missing} is unset"
+            )
+        on = bool(tls or ca or cert or server_name)
+        return cls(
+            tls=on,
+            ca_pem=read_pem(ca, ca_opt) if ca else None,
+            cert_pem=read_pem(cert, cert_opt) if cert else None,
+            key_pem=read_pem(key, key_opt) if key else None,
+            server_name=server_name or None,
+            token=_check_token(token, "token") if token else None,
+        )
+
+    def with_token(self, token: str | None) -> ClientSecurity:
+        return self if token is None else replace(self, token=token)
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem,
+            private_key=self.key_pem,
+            certificate_chain=self.cert_pem,
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        if self.tls and self.server_name:
+            return [("grpc.ssl_target_name_override", self.server_name)]
+        return []
+
+
+PLAINTEXT = ClientSecurity()
+
+
+class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every unary call (all grm RPCs are unary)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "_AioBearer(<token>)"
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = [*(client_call_details.metadata or ()), self._header]
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            grpc.aio.Metadata(*metadata),
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+@dataclass(frozen=True)
+class _SyncDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, Any]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _SyncBearer(grpc.UnaryUnaryClientInterceptor):
+    """The blocking channel's counterpart of _AioBearer."""
+
+    def __init__(self, token: str) -> None:
+        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "_SyncBearer(<token>)"
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        details = _SyncDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            [*(client_call_details.metadata or ()), self._header],
+            client_call_details.credentials,
+            getattr(client_call_details, "wait_for_ready", None),
+            getattr(client_call_details, "compression", None),
+        )
+        return continuation(details, request)
+
+
+def aio_channel(
+    target: str,
+    security: ClientSecurity | None = None,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[Any] = (),
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio channel to `target`: TLS when configured, the token on every call.
+
+    `credentials` (caller-built) take the place of the TLS settings in `security`.
+    """
+    security = security or PLAINTEXT
+    chain = list(interceptors)
+    if security.token:
+        chain.append(_AioBearer(security.token))
+    creds = credentials or security.credentials()
+    opts = [*options, *security.channel_options()]
+    if creds is None:
+        return grpc.aio.insecure_channel(target, options=opts, interceptors=chain or None)
+    return grpc.aio.secure_channel(target, creds, options=opts, interceptors=chain or None)
+
+
+def sync_channel(
+    target: str,
+    security: ClientSecurity | None = None,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.Channel:
+    """The blocking counterpart of `aio_channel`."""
+    security = security or PLAINTEXT
+    creds = credentials or security.credentials()
+    opts = [*options, *security.channel_options()]
+    channel = (
+        grpc.insecure_channel(target, options=opts)
+        if creds is None
+        else grpc.secure_channel(target, creds, options=opts)
+    )
+    if security.token:
+        channel = grpc.intercept_channel(channel, _SyncBearer(security.token))
+    return channel
+
+
+def client_security_from_env(environ: Mapping[str, str] | None = None) -> ClientSecurity:
+    """Upstream dial settings from GRM_UPSTREAM_TLS_* and the token variables (`grm up`)."""
+    env = os.environ if environ is None else environ
+    token = resolve_token(
+        env.get("GRM_UPSTREAM_AUTH_TOKEN_FILE") or env.get("GRM_AUTH_TOKEN_FILE"),
+        env,
+        file_option="GRM_UPSTREAM_AUTH_TOKEN_FILE",
+    )
+    return ClientSecurity.load(
+        ca=env.get("GRM_UPSTREAM_TLS_CA") or None,
+        cert=env.get("GRM_UPSTREAM_TLS_CERT") or None,
+        key=env.get("GRM_UPSTREAM_TLS_KEY") or None,
+        server_name=env.get("GRM_UPSTREAM_TLS_SERVER_NAME") or None,
+        token=token,
+        names=("GRM_UPSTREAM_TLS_CA", "GRM_UPSTREAM_TLS_CERT", "GRM_UPSTREAM_TLS_KEY"),
+    )

@@ -1,4 +1,4 @@
-"""Smoke runs of the suite benchmarks (`grm bench overhead|fanout|throughput|cache`).
+"""Smoke runs of the suite benchmarks (`grm bench overhead|fanout|throughput|cache|all`).
 
 Each scenario runs end to end with tiny settings: the scripted `grm dev-tgi` and `grm up
 --backend tgi` as real child processes on loopback. No timing is asserted, only that the
@@ -62,3 +62,33 @@ def test_cache_smoke(tmp_path: Path) -> None:
     inc = doc["incremental"]
     assert inc["first"]["backend_samples"] == 2 and inc["cold"]["backend_samples"] == 4
     assert inc["grown"]["backend_samples"] > 0
+
+
+def test_all_smoke(tmp_path: Path) -> None:
+    """`grm bench all --tiny`: every listed scenario runs, plots, and lands in one summary."""
+    only = "overhead,fanout,throughput,cache,tgi-client,embedded"
+    assert main(["all", "--tiny", "--only", only, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "all.json").read_text())
+    assert doc["command"].startswith("grm bench all") and doc["wall_s"] > 0
+    for name in only.split(","):
+        entry = doc["scenarios"][name]
+        assert entry["status"] == "ok", entry
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        # the scenario's own JSON has its exact command (not `all`'s) and its settings
+        assert result["command"] == entry["command"] and result["command"].startswith(
+            f"grm bench {name} "
+        )
+        assert result["settings"]["out"] == str(tmp_path)
+    for name in ("overhead", "fanout", "throughput", "cache", "embedded"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    assert "overhead" in (tmp_path / "summary.md").read_text()
+
+
+def test_throughput_cpu_per_service(tmp_path: Path) -> None:
+    doc = _run(
+        tmp_path, "throughput", "--k", "2", "--concurrency", "2", "--samplers", "2",
+        "--duration-s", "0.5", "--warmup-s", "0.2",
+    )  # fmt: skip
+    cpu = doc["results"]["2"]["cpu_us_per_sample"]
+    assert {"aggregator", "sampler-0", "sampler-1", "dev-tgi"} <= set(cpu)
+    assert all(v >= 0 for v in cpu.values())

@@ -6,7 +6,20 @@ import argparse
 import asyncio
 import sys
 
-from grm.bench import cache, embedded, fanout, overhead, tgi_client, throughput
+from grm.bench import (
+    autoscale,
+    cache,
+    embedded,
+    fanout,
+    injection,
+    load,
+    overhead,
+    planner,
+    report,
+    run_all,
+    tgi_client,
+    throughput,
+)
 
 SCENARIOS = {
     "embedded": embedded,
@@ -15,6 +28,10 @@ SCENARIOS = {
     "fanout": fanout,
     "throughput": throughput,
     "cache": cache,
+    "injection": injection,
+    "planner": planner,
+    "autoscale": autoscale,
+    "load": load,
 }
 
 
@@ -23,10 +40,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     for name, module in SCENARIOS.items():
         p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_args(p)
+    run_all.add_args(sub.add_parser("all", help="every scenario, small settings, one folder"))
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(SCENARIOS[args.scenario].run(args))
+    if args.scenario == "all":
+        doc = asyncio.run(run_all.run(args, SCENARIOS))
+        return 0 if all(e["status"] != "failed" for e in doc["scenarios"].values()) else 1
+    module = SCENARIOS[args.scenario]
+    report.set_invocation(args.scenario, args, module.add_args)  # the JSON's exact command
+    asyncio.run(module.run(args))
     return 0
 
 

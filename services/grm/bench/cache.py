@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from grm.bench import suite
-from grm.bench.report import table, write_json
+from grm.bench.report import Panel, plot, table, write_json
 from grm.client import AsyncGrmClient
 
 
@@ -176,10 +176,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ],
         )
     )
+    png = plot(
+        args.out,
+        "cache",
+        [
+            Panel(
+                f"Hit vs miss (k={args.k})",
+                ["p50", "p99", "mean"],
+                {
+                    part: [hit_miss[part][f"{q}_ms"] for q in ("p50", "p99", "mean")]
+                    for part in ("miss", "hit")
+                },
+                ylabel="latency (ms)",
+                kind="bar",
+            ),
+            Panel(
+                f"GRPO-like, {args.epochs} epochs: backend samples",
+                list(grpo),
+                {
+                    "samples asked": [g["samples_requested"] for g in grpo.values()],
+                    "backend samples": [g["backend_samples"] for g in grpo.values()],
+                },
+                xlabel="responses per epoch",
+                kind="bar",
+            ),
+            Panel(
+                "Incremental k: backend samples",
+                [f"{n} (k={r['k']})" for n, r in incremental.items()],
+                {"backend samples": [r["backend_samples"] for r in incremental.values()]},
+                kind="bar",
+            ),
+        ],
+    )
     payload = {
         "k": args.k,
         "reps": args.reps,
         "latency_ms": args.latency_ms,
+        "plot": png.name if png else None,
         "hit_miss": hit_miss,
         "grpo": {
             **grpo,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grm.bench.report import table, write_json
+from grm.bench.report import Panel, plot, table, write_json
 from grm.core.sampling import sample_spec
 from grm.core.types import Sample
 from grm.core.validation import build_item
@@ -146,7 +146,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ["run", "k", "acc", "acc(ties=1/2)", "tie rate", "invalid", "s/sample", "tok/s"], rows
         )
     )
+    panels = [
+        Panel(
+            f"Accuracy on {len(pairs)} pairs ({name})",
+            [int(kk) for kk in r["accuracy"]],
+            {
+                "accuracy": [a["accuracy"] for a in r["accuracy"].values()],
+                "ties = 1/2": [a["accuracy_ties_half"] for a in r["accuracy"].values()],
+                "tie rate": [a["tie_rate"] for a in r["accuracy"].values()],
+            },
+            xlabel="k (samples voted)",
+            ylabel="share of pairs",
+            kind="bar",
+        )
+        for name, r in runs.items()
+    ]
+    panels.append(
+        Panel(
+            "Speed and validity",
+            list(runs),
+            {
+                "s/sample": [r["s_per_sample"] for r in runs.values()],
+                "invalid share": [r["invalid_share"] for r in runs.values()],
+            },
+            kind="bar",
+        )
+    )
+    png = plot(args.out, "embedded", panels, title=f"{stack.backend.info.model_id}")
     payload = {
+        "plot": png.name if png else None,
         "pairs": len(pairs),
         "data": str(args.data),
         "max_new_tokens": args.max_new_tokens,

@@ -15,7 +15,7 @@ from typing import Any
 
 from grm.bench import suite
 from grm.bench.overhead import score_suite
-from grm.bench.report import table, write_json
+from grm.bench.report import Panel, plot, table, write_json
 from grm.client import AsyncGrmClient
 
 
@@ -67,6 +67,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if top == "32":
         verdict = "met" if results[top]["ratio_p50"] <= 1.2 else "missed"
         print(f"target p50 ratio <= 1.2 at k=32: {results[top]['ratio_p50']:.3f} ({verdict})")
+    png = plot(
+        args.out,
+        "fanout",
+        [
+            Panel(
+                f"Fan-out: latency(k) / latency(1), TGI at {args.latency_ms:g} ms",
+                ks,
+                {
+                    "p50 ratio": [results[str(k)]["ratio_p50"] for k in ks],
+                    "mean ratio": [results[str(k)]["ratio_mean"] for k in ks],
+                },
+                xlabel="k (samples per Score)",
+                ylabel="ratio to k=1",
+                targets={"target 1.2 (k=32)": 1.2},
+                log2_x=True,
+            ),
+            Panel(
+                "Score latency vs k",
+                ks,
+                {q: [results[str(k)][f"{q}_ms"] for k in ks] for q in ("p50", "p99")},
+                xlabel="k (samples per Score)",
+                ylabel="latency (ms)",
+                log2_x=True,
+            ),
+        ],
+    )
     payload = {
         "ks": ks,
         "reps": args.reps,
@@ -75,6 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "samplers": args.samplers,
         "results": results,
         "times_s": times,
+        "plot": png.name if png else None,
     }
     path = write_json(args.out, "fanout", payload)
     print(f"wrote {path}")

@@ -28,7 +28,7 @@ from text_generation.types import Message as TgiMessage
 
 from grm.backends.tgi import TgiBackend, TgiSettings
 from grm.bench import suite
-from grm.bench.report import table, write_json
+from grm.bench.report import Panel, plot, table, write_json
 from grm.client import AsyncGrmClient
 from grm.core.grammar import scores_regex
 from grm.core.parsing import extract_scores
@@ -196,6 +196,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if target is not None:
         verdict = "met" if target["ratio_p50"] <= 1.10 else "missed"
         print(f"target p50 ratio <= 1.10 at k=8: {target['ratio_p50']:.3f} ({verdict})")
+    png = plot(
+        args.out,
+        "overhead",
+        [
+            Panel(
+                f"Score latency, suite vs direct (TGI at {args.latency_ms:g} ms)",
+                ks,
+                {
+                    f"{path} {q}": [results[str(k)][path][f"{q}_ms"] for k in ks]
+                    for path in ("suite", "direct")
+                    for q in ("p50", "p99")
+                },
+                xlabel="k (samples per Score)",
+                ylabel="latency (ms)",
+                log2_x=True,
+            ),
+            Panel(
+                "Suite / direct (same run)",
+                ks,
+                {
+                    "p50 ratio": [results[str(k)]["ratio_p50"] for k in ks],
+                    "p99 ratio": [results[str(k)]["ratio_p99"] for k in ks],
+                },
+                xlabel="k (samples per Score)",
+                ylabel="suite / direct",
+                targets={"target 1.10 (k=8)": 1.10},
+                log2_x=True,
+            ),
+        ],
+    )
     payload = {
         "ks": ks,
         "reps": args.reps,
@@ -204,6 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "samplers": args.samplers,
         "results": results,
         "times_s": times,
+        "plot": png.name if png else None,
     }
     path = write_json(args.out, "overhead", payload)
     print(f"wrote {path}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -68,14 +69,19 @@ async def _wait_port(
 
 
 @contextlib.asynccontextmanager
-async def _child(argv: Sequence[str], tmp: Path, name: str) -> AsyncIterator[str]:
-    """A `python -m ...` child that writes its port to a file; yields the port."""
+async def _child(
+    argv: Sequence[str], tmp: Path, name: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """A `python -m ...` child that writes its port to a file; yields the port.
+
+    `env`: variables added to this process's environment for the child (e.g. GRM_* settings).
+    """
     port_file = tmp / f"{name}.port"
     log_path = tmp / f"{name}.log"
     with log_path.open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *argv, "--port", "0", "--port-file", str(port_file),
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, env={**os.environ, **env} if env else None,
         )  # fmt: skip
         try:
             yield await _wait_port(proc, port_file, name, log_path)
@@ -99,11 +105,16 @@ async def dev_tgi(tmp: Path, *, latency_ms: float, max_concurrent: int) -> Async
 
 
 @contextlib.asynccontextmanager
-async def suite(tmp: Path, tgi_url: str, *, samplers: int = 2) -> AsyncIterator[str]:
-    """`grm up --backend tgi` against `tgi_url`; yields the front door's address."""
+async def suite(
+    tmp: Path, tgi_url: str, *, samplers: int = 2, env: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """`grm up --backend tgi` against `tgi_url`; yields the front door's address.
+
+    `env` reaches every service `grm up` starts (GRM_* variables set their flags).
+    """
     argv = ["-m", "grm.cli", "up", "--backend", "tgi", "--tgi-url", tgi_url]
     argv += ["--samplers", str(samplers), "--metrics-port", "0"]
-    async with _child(argv, tmp, f"up-{samplers}") as port:
+    async with _child(argv, tmp, f"up-{samplers}", env) as port:
         yield f"127.0.0.1:{port}"
 
 
@@ -113,3 +124,65 @@ async def generate_count(tgi_url: str) -> int:
         text = await resp.text()
     match = re.search(r"^tgi_request_count(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.MULTILINE)
     return int(float(match.group(1))) if match else 0
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc; empty elsewhere or when it is gone)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in task.read_text().split()]
+    return out
+
+
+def _service_name(pid: int) -> str | None:
+    """'dev-tgi', 'aggregator', 'principles', 'sampler-0', ... from a child's command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in argv if a]
+    if "grm.devtgi" in args:
+        return "dev-tgi"
+    if "serve" not in args:
+        return None
+    if "--port-file" in args:  # `grm up` names every port file after the service
+        return Path(args[args.index("--port-file") + 1]).stem
+    return args[args.index("serve") + 1] if args.index("serve") + 1 < len(args) else None
+
+
+def service_pids(root: int | None = None) -> dict[str, int]:
+    """The suite's service processes below this one (dev server, aggregator, samplers, ...).
+
+    `grm up` runs each service as its own child; they are found through /proc so that CPU
+    time can be charged per service (the benchmark process itself is not included).
+    """
+    found: dict[str, int] = {}
+    stack = _children(os.getpid() if root is None else root)
+    while stack:
+        pid = stack.pop()
+        name = _service_name(pid)
+        if name is not None:
+            found[name] = pid
+        stack += _children(pid)
+    return dict(sorted(found.items()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0.0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # After the ")" closing the command name: state is field 3, utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far per service name."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent per service between two snapshots."""
+    return {name: after[name] - before.get(name, 0.0) for name in after}

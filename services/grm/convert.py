@@ -367,6 +367,7 @@ def result_to_response(
         ),
         request_id=result.request_id,
         k_planned=result.k_planned,
+        budget_met=result.budget_met,
     )
     model = model_to_pb(result.model)
     if model is not None:
@@ -419,6 +420,7 @@ def response_to_result(msg: reward_pb2.ScoreResponse) -> ScoreResult:
         model=model_from_pb(msg.model),
         request_id=msg.request_id,
         k_planned=msg.k_planned,
+        budget_met=msg.budget_met if msg.HasField("budget_met") else None,
     )
 
 

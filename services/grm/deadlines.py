@@ -9,11 +9,15 @@ read the time left without coupling the pipeline to gRPC, and it flows into task
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
 _DEADLINE: ContextVar[float | None] = ContextVar("grm_deadline", default=None)
+# When the caller votes (its latency budget's cut-off), if it has a budget: samplers serve
+# queued samples earliest vote first, so a short budget is not stuck behind a long one.
+_VOTE_AT: ContextVar[float | None] = ContextVar("grm_vote_at", default=None)
 
 
 def remaining() -> float | None:
@@ -43,6 +47,31 @@ def scope(timeout_s: float | None) -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+@contextlib.contextmanager
+def vote_scope(vote_in_s: float | None) -> Iterator[None]:
+    """Run the block knowing its caller votes `vote_in_s` seconds from now (None: no budget)."""
+    if vote_in_s is None:
+        yield
+        return
+    token = _VOTE_AT.set(time.monotonic() + vote_in_s)
+    try:
+        yield
+    finally:
+        _VOTE_AT.reset(token)
+
+
+def vote_in() -> float | None:
+    """Seconds until the caller votes (may be <= 0: it is waiting past its budget), or None."""
+    vote_at = _VOTE_AT.get()
+    return None if vote_at is None else vote_at - time.monotonic()
+
+
+def urgency() -> float:
+    """The sort key of queued work (monotonic time, lower first): the caller's vote, else its
+    deadline, else never (work without either waits behind all that has one)."""
+    return min((m for m in (_VOTE_AT.get(), _DEADLINE.get()) if m is not None), default=math.inf)
 
 
 def downstream_timeout(

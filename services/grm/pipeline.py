@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from grm import telemetry
+from grm import deadlines, telemetry
 from grm.core.errors import GrmError, InvalidArgumentError, UnavailableError
 from grm.core.planner import budget_margin_ms
 from grm.core.sampling import sample_spec
@@ -178,7 +178,9 @@ class ScoringPipeline:
 
         Returns the drawn samples and how many sample indices were cancelled.
         """
-        tasks = [asyncio.ensure_future(self._draw_index(item, spec, shuffle)) for spec in specs]
+        # The tasks carry the vote time to the samplers (earliest vote is served first).
+        with deadlines.vote_scope(cutoff_s):
+            tasks = [asyncio.ensure_future(self._draw_index(item, spec, shuffle)) for spec in specs]
         try:
             done, pending = await asyncio.wait(
                 tasks, timeout=max(0.0, cutoff_s), return_when=asyncio.FIRST_EXCEPTION

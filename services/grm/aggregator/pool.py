@@ -230,6 +230,9 @@ class RemoteSamplerPool:
     ) -> list[Sample]:
         stub = self._connect(ep)
         request = convert.critique_request(context, responses, specs, params)
+        vote_in = deadlines.vote_in()
+        if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
+            request.vote_in_ms = max(1, round(vote_in * 1000))
         # Only a call that fits the sampler's free slots measures service time, not queueing.
         unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
         ep.outstanding += len(specs)

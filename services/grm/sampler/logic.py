@@ -11,13 +11,14 @@ import logging
 import time
 from collections.abc import Sequence
 
-from grm import telemetry
+from grm import deadlines, telemetry
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.parsing import extract_scores
 from grm.core.sampling import apply_order, to_caller_order
 from grm.core.templates import TemplateSet
 from grm.core.types import Context, ModelInfo, Sample, SampleSpec, SamplingParams
+from grm.sampler.slots import DeadlineSlots
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class CritiqueSampler:
         self.backend = backend
         self.templates = templates
         self.capacity = max(1, concurrency or backend.capacity)
-        self._slots = asyncio.Semaphore(self.capacity)
+        # Earliest vote (latency budget) first, then earliest deadline: see sampler.slots.
+        self._slots = DeadlineSlots(self.capacity)
         self.in_flight = 0
         self.queued = 0
 
@@ -88,7 +90,7 @@ class CritiqueSampler:
         self.queued += 1
         waiting = time.perf_counter()
         try:
-            await self._slots.acquire()
+            await self._slots.acquire(deadlines.urgency())
         finally:
             self.queued -= 1
         telemetry.record_duration("queue", time.perf_counter() - waiting)

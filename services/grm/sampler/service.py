@@ -40,7 +40,8 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
             context.time_remaining(), reserve_fraction=0.05, max_reserve_s=0.25
         )
         # The backend (TGI) bounds each HTTP call by the same deadline (grm.deadlines).
-        with deadlines.scope(time_limit):
+        vote_in = request.vote_in_ms / 1000 if request.vote_in_ms else None
+        with deadlines.scope(time_limit), deadlines.vote_scope(vote_in):
             samples = await sample_within(self.sampler, ctx, responses, specs, params, time_limit)
         return critique_pb2.CritiqueResponse(
             samples=[convert.sample_to_pb(s) for s in samples],

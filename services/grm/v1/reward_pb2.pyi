@@ -62,7 +62,7 @@ class Timings(_message.Message):
     def __init__(self, total_ms: _Optional[float] = ..., principles_ms: _Optional[float] = ..., sampling_ms: _Optional[float] = ..., meta_ms: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("rewards", "votes", "k_requested", "k_used", "k_valid", "invalid_samples", "status", "status_detail", "best", "tie", "aggregation", "samples", "timings", "model", "request_id", "k_planned", "cache")
+    __slots__ = ("rewards", "votes", "k_requested", "k_used", "k_valid", "invalid_samples", "status", "status_detail", "best", "tie", "aggregation", "samples", "timings", "model", "request_id", "k_planned", "cache", "budget_met")
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     VOTES_FIELD_NUMBER: _ClassVar[int]
     K_REQUESTED_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class ScoreResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     K_PLANNED_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_MET_FIELD_NUMBER: _ClassVar[int]
     rewards: _containers.RepeatedScalarFieldContainer[float]
     votes: _containers.RepeatedScalarFieldContainer[int]
     k_requested: int
@@ -97,7 +98,8 @@ class ScoreResponse(_message.Message):
     request_id: str
     k_planned: int
     cache: CacheUsage
-    def __init__(self, rewards: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[int]] = ..., k_requested: _Optional[int] = ..., k_used: _Optional[int] = ..., k_valid: _Optional[int] = ..., invalid_samples: _Optional[int] = ..., status: _Optional[_Union[ScoreStatus, str]] = ..., status_detail: _Optional[str] = ..., best: _Optional[_Iterable[int]] = ..., tie: _Optional[bool] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., k_planned: _Optional[int] = ..., cache: _Optional[_Union[CacheUsage, _Mapping]] = ...) -> None: ...
+    budget_met: bool
+    def __init__(self, rewards: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[int]] = ..., k_requested: _Optional[int] = ..., k_used: _Optional[int] = ..., k_valid: _Optional[int] = ..., invalid_samples: _Optional[int] = ..., status: _Optional[_Union[ScoreStatus, str]] = ..., status_detail: _Optional[str] = ..., best: _Optional[_Iterable[int]] = ..., tie: _Optional[bool] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., k_planned: _Optional[int] = ..., cache: _Optional[_Union[CacheUsage, _Mapping]] = ..., budget_met: _Optional[bool] = ...) -> None: ...
 
 class CacheUsage(_message.Message):
     __slots__ = ("result_hit", "samples_reused", "samples_generated", "principles_reused", "principles_generated")

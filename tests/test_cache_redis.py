@@ -209,9 +209,9 @@ async def test_rediss_with_auth(tls_files: tuple[Path, Path]) -> None:
     cert, _ = tls_files
     with RedisServer(password="tls-pw", tls=tls_files) as srv:
         assert srv.url.startswith("rediss://:tls-pw@")
-        cache = build_cache(
-            CacheSettings(redis_url=srv.url, redis_ca_certs=str(cert), prefix="tls")
-        )
+        # The private CA through the environment, as a deployment gives it.
+        env = {"GRM_REDIS_URL": srv.url, "GRM_REDIS_CA_CERTS": str(cert), "GRM_CACHE_PREFIX": "tls"}
+        cache = build_cache(CacheSettings.from_env(env))
         source = CountingSampleSource()
         await pipeline(source, cache).score(make_item(2))
         await pipeline(source, cache).score(make_item(2))

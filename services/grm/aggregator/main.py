@@ -42,7 +42,7 @@ from grm.cache import (
 )
 from grm.client import AsyncGrmClient
 from grm.core.planner import KPlanner
-from grm.core.templates import load_templates
+from grm.core.templates import DEFAULT_TEMPLATE, load_templates
 from grm.core.types import SamplingParams
 from grm.core.validation import Defaults, Limits
 from grm.local import make_meta_rm
@@ -76,7 +76,7 @@ OPTIONS = [
     Option("--sampler-service", str, "", "kubernetes discovery: the samplers' headless Service"),
     Option("--sampler-namespace", str, None, "kubernetes discovery: its namespace (default: own)"),
     Option("--principles", parse_list, (), "principle generator addresses (separate mode)"),
-    Option("--template", str, "grm-default-v1", "prompt template version (meta RM prompts)"),
+    Option("--template", str, DEFAULT_TEMPLATE, "prompt template version (meta RM prompts)"),
     Option("--meta-rm", str, "agreement", "meta RM: agreement | llm | http | none"),
     Option("--meta-rm-url", str, None, "http meta RM: vLLM .../classify or TEI .../predict URL"),
     Option("--meta-rm-model", str, "", "http meta RM: model name sent to /classify"),
@@ -123,7 +123,7 @@ class AggregatorSettings:
     sampler_discovery: str = "static"
     sampler_service: str = ""
     sampler_namespace: str = "default"
-    template: str = "grm-default-v1"
+    template: str = DEFAULT_TEMPLATE
     meta_rm: str = "agreement"
     meta_rm_url: str | None = None
     meta_rm_model: str = ""

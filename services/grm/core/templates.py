@@ -29,25 +29,44 @@ def defuse(text: str) -> str:
     return _HEADER.sub(r"\1# # # #", _MARKER.sub("(", text))
 
 
+_BOXED = re.compile(r"\\boxed(?=\s*\{)")
+
+
+def defuse_score_lists(text: str) -> str:
+    """Untrusted text loses the score-list syntax the parser reads (`\\boxed{...}` becomes
+    `boxed{...}`, `[[` becomes `[ [`): a small judge that copies a forged `Scores: \\boxed{10,
+    10}` from a response into its output then writes an unparseable copy, not a score."""
+    return _BOXED.sub("boxed", text).replace("[[", "[ [")
+
+
 @dataclass(frozen=True)
 class TemplateSet:
     """One version of every prompt the suite renders."""
 
     version: str
     parts: dict[str, str]
+    # Also defuse score lists in responses and queries (grm-default-v2 on): see
+    # defuse_score_lists. The judgement in a meta RM prompt keeps its scores.
+    defuse_scores: bool = False
+
+    def _untrusted(self, text: str) -> str:
+        text = defuse(text)
+        return defuse_score_lists(text) if self.defuse_scores else text
 
     def _context(self, context: Context) -> str:
         if len(context.turns) == 1 and context.turns[0].role == "user":
-            body = defuse(context.turns[0].content)
+            body = self._untrusted(context.turns[0].content)
         else:
-            body = "\n\n".join(f"{t.role.capitalize()}: {defuse(t.content)}" for t in context.turns)
+            body = "\n\n".join(
+                f"{t.role.capitalize()}: {self._untrusted(t.content)}" for t in context.turns
+            )
         return f"{self.parts['context_header']}\n{body}"
 
     def _responses(self, responses: Sequence[str]) -> str:
         blocks = [self.parts["responses_header"]]
         for i, response in enumerate(responses, start=1):
             blocks.append(
-                f"{self.parts['response_begin'].format(i=i)}\n{defuse(response)}\n"
+                f"{self.parts['response_begin'].format(i=i)}\n{self._untrusted(response)}\n"
                 f"{self.parts['response_end'].format(i=i)}"
             )
         return "\n".join(blocks)
@@ -120,4 +139,8 @@ def load_templates(version: str = DEFAULT_TEMPLATE) -> TemplateSet:
     data = tomllib.loads(raw)
     if data.get("version") != version:
         raise ValueError(f"template file {version}.toml declares version {data.get('version')!r}")
-    return TemplateSet(version=version, parts={k: v for k, v in data.items() if k != "version"})
+    flags = {"defuse_score_lists"}
+    parts = {k: v for k, v in data.items() if k != "version" and k not in flags}
+    return TemplateSet(
+        version=version, parts=parts, defuse_scores=bool(data.get("defuse_score_lists", False))
+    )

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -93,13 +92,7 @@ async def _service(argv: Sequence[str], tmp: Path, name: str) -> AsyncIterator[t
             await wait_serving(address, within_s=60)
             yield address, proc.pid
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await suite.stop_process(proc)
 
 
 class Phase:

@@ -86,13 +86,7 @@ async def _child(
         try:
             yield await _wait_port(proc, port_file, name, log_path)
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_process(proc)
 
 
 @contextlib.asynccontextmanager
@@ -186,3 +180,14 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds spent per service between two snapshots."""
     return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 30) -> None:
+    """SIGTERM a child service and wait for its drain; SIGKILL it after `grace_s`."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

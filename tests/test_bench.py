@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grm.bench.__main__ import main
+from grm_dev.bench.__main__ import main
 
 
 def _run(tmp_path: Path, *argv: str) -> dict:

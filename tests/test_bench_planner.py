@@ -1,4 +1,4 @@
-"""The HPA model (grm.bench.hpa) and smoke runs of `grm bench autoscale|planner`.
+"""The HPA model (grm_dev.bench.hpa) and smoke runs of `grm bench autoscale|planner`.
 
 The HPA cases follow the Kubernetes docs' worked examples; the smoke runs use tiny settings
 and assert only that the JSON and PNG are written and sane (no timing).
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from grm.bench.__main__ import main
-from grm.bench.hpa import (
+from grm.core.planner import plan_k
+from grm_dev.bench.__main__ import main
+from grm_dev.bench.hpa import (
     CHART_AUTOSCALING,
     Hpa,
     HpaSpec,
@@ -21,7 +22,6 @@ from grm.bench.hpa import (
     metric_replicas,
     parse_quantity,
 )
-from grm.core.planner import plan_k
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "grm" / "values.yaml"
 

@@ -44,7 +44,7 @@ from grm.cache.codec import (
     encode_sample,
 )
 from grm.cache.redis_store import RedisStore, redact_url
-from grm.convert import sample_to_pb
+from grm.core.plan import SamplingJob
 from grm.core.sampling import derive_seed, sample_spec, to_caller_order
 from grm.core.types import (
     Aggregation,
@@ -60,8 +60,9 @@ from grm.core.types import (
 )
 from grm.core.validation import build_item
 from grm.metarm.agreement import AgreementMetaRM
-from grm.pipeline import ScoringPipeline
-from grm.principles.logic import PrincipleSet
+from grm.rpc.convert import sample_to_pb
+from grm.scoring.pipeline import ScoringPipeline
+from grm.scoring.principles import PrincipleSet
 from tests.redis_server import RedisServer
 
 MODEL = ModelInfo("test-model", "rev-1", "fake", "grm-default-v1")
@@ -91,17 +92,11 @@ class CountingSampleSource:
     def drawn(self) -> list[SampleSpec]:
         return [spec for call in self.calls for spec in call]
 
-    async def sample(
-        self,
-        context: Context,
-        responses: Sequence[str],
-        specs: Sequence[SampleSpec],
-        params: SamplingParams,
-    ) -> list[Sample]:
+    async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
         self.calls.append(list(specs))
         if self.delay:
             await asyncio.sleep(self.delay)
-        return [self._one(spec, len(responses)) for spec in specs]
+        return [self._one(spec, len(job.responses)) for spec in specs]
 
     def _one(self, spec: SampleSpec, n: int) -> Sample:
         if self.invalid(spec):
@@ -137,14 +132,7 @@ class CountingPrincipleSource:
         self.calls: list[tuple[int, int]] = []
         self.delay = delay
 
-    async def generate(
-        self,
-        context: Context,
-        responses: Sequence[str],
-        n: int,
-        seed: int,
-        params: SamplingParams,
-    ) -> list[PrincipleSet]:
+    async def generate(self, job: SamplingJob, n: int, seed: int) -> list[PrincipleSet]:
         self.calls.append((n, seed))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -188,6 +176,8 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[GrmCache]:
 CTX = Context.from_query("What is 2 + 2?")
 SPEC = sample_spec(7, 0, 3)
 PARAMS = SamplingParams()
+JOB = SamplingJob(CTX, RESPONSES, PARAMS)
+PJOB = SamplingJob(CTX, (), PARAMS)  # query-only principles
 
 
 def _other_order(spec: SampleSpec) -> SampleSpec:
@@ -509,7 +499,7 @@ async def test_principle_sets_are_cached_and_condition_the_sample_keys(cache: Gr
 async def test_identical_concurrent_principle_requests_generate_once(cache: GrmCache) -> None:
     principles = CountingPrincipleSource(delay=0.05)
     wrapped = CachingPrincipleSource(principles, cache)
-    sets = await asyncio.gather(*(wrapped.generate(CTX, (), 3, 7, PARAMS) for _ in range(4)))
+    sets = await asyncio.gather(*(wrapped.generate(PJOB, 3, 7) for _ in range(4)))
     assert principles.calls == [(3, 7)]
     assert all([s.text for s in got] == [s.text for s in sets[0]] for got in sets)
     assert cache.stats.principles.shared == 3
@@ -596,9 +586,9 @@ async def test_a_follower_takes_over_when_the_leader_is_cancelled() -> None:
     source = CountingSampleSource(delay=0.1)
     caching = CachingSampleSource(source, cache)
     specs = [sample_spec(7, i, 3) for i in range(3)]
-    leader = asyncio.create_task(caching.sample(CTX, RESPONSES, specs, PARAMS))
+    leader = asyncio.create_task(caching.sample(JOB, specs))
     await asyncio.sleep(0.01)
-    follower = asyncio.create_task(caching.sample(CTX, RESPONSES, specs, PARAMS))
+    follower = asyncio.create_task(caching.sample(JOB, specs))
     await asyncio.sleep(0.01)
     leader.cancel()
     got = await follower
@@ -618,7 +608,7 @@ async def test_a_leaders_error_reaches_its_followers_and_is_not_cached() -> None
     caching = CachingSampleSource(source, cache)
     specs = [sample_spec(7, 0, 3)]
     results = await asyncio.gather(
-        *(caching.sample(CTX, RESPONSES, specs, PARAMS) for _ in range(3)),
+        *(caching.sample(JOB, specs) for _ in range(3)),
         return_exceptions=True,
     )
     assert all(isinstance(r, CacheStoreError) for r in results)

@@ -1,6 +1,6 @@
 """The Redis store against a real redis-server: AUTH, TLS, prefixes, TTLs, and Redis failing.
 
-Redis down, hung or restarted must only make scoring slower, never fail it (DESIGN §2).
+Redis down, hung or restarted must only make scoring slower, never fail it.
 """
 
 from __future__ import annotations

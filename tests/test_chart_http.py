@@ -75,8 +75,8 @@ def test_enabled_sets_env_port_service_and_policy_together() -> None:
 
 
 def test_the_aggregator_reads_the_port_with_its_own_settings_code() -> None:
-    from grm.aggregator.main import build_settings
-    from grm.cli import build_parser
+    from grm.cli.main import build_parser
+    from grm.services.aggregator.main import build_settings
 
     doc = find(render(ON, "aggregator.http.port=8000"), "Deployment", "aggregator")
     c = container(doc, "aggregator")

@@ -173,7 +173,7 @@ def mounted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_rendered_env_parses_with_the_services_own_settings(
     secure_docs: list[dict[str, Any]], mounted: dict[str, str]
 ) -> None:
-    from grm.cli import build_parser
+    from grm.cli.main import build_parser
 
     for part, doc in grm_deployments(secure_docs).items():
         c = container(doc, part)

@@ -20,7 +20,7 @@ from grm.core.errors import (
     UnavailableError,
 )
 from grm.core.types import ScoreResult, ScoreStatus
-from grm.server import GrmServer
+from grm.rpc.server import GrmServer
 from grm.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 from tests.servers import LOOPBACK, running_suite
 

@@ -29,7 +29,6 @@ from grm.client import (
     ScoredItem,
 )
 from grm.client.batching import BatchRun, item_cost, plan_batches, varint_size
-from grm.convert import score_request
 from grm.core.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -37,7 +36,8 @@ from grm.core.errors import (
     UnavailableError,
 )
 from grm.core.types import Aggregation, ScoreResult, ScoreStatus
-from grm.server import MiB
+from grm.rpc.convert import score_request
+from grm.rpc.server import MiB
 from grm.v1 import reward_pb2
 from tests.servers import LOOPBACK, ROOT, child_env, running_suite
 
@@ -186,7 +186,7 @@ def test_bad_items_fail_alone_and_call_failures_fail_only_their_items() -> None:
 
 
 def test_default_max_batch_items_is_the_aggregators() -> None:
-    from grm.aggregator.main import OPTIONS, AggregatorSettings
+    from grm.services.aggregator.main import OPTIONS, AggregatorSettings
 
     [option] = [o for o in OPTIONS if o.flag == "--max-batch-items"]
     assert DEFAULT_MAX_BATCH_ITEMS == option.default

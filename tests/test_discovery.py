@@ -4,7 +4,8 @@ The pure parts are checked directly; the watcher runs with the official `kuberne
 against kmock's Kubernetes emulator on a loopback port (the real HTTP list/watch protocol).
 kmock ignores label selectors, so its answers also carry other services' slices — exactly
 what the watcher must filter out itself. The end-to-end test scores through an aggregator
-built by `grm.aggregator.main.build` whose samplers are real gRPC servers found through kmock.
+built by `grm.services.aggregator.main.build` whose samplers are real gRPC servers found
+through kmock.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ import kmock as km
 import pytest
 from kubernetes import client
 
-from grm.aggregator import discovery
-from grm.aggregator.discovery import (
+from grm.client import NO_RETRY, AsyncGrmClient
+from grm.core.errors import UnavailableError
+from grm.core.plan import SamplingJob
+from grm.core.types import Context, SampleSpec, SamplingParams
+from grm.services.aggregator import discovery
+from grm.services.aggregator.discovery import (
     EndpointSliceWatcher,
     apply_event,
     backoff_delay,
     pod_namespace,
     ready_addresses,
 )
-from grm.aggregator.main import AggregatorSettings, add_arguments, build, build_settings
-from grm.aggregator.pool import UNAVAILABLE_REASON, RemoteSamplerPool
-from grm.client import NO_RETRY, AsyncGrmClient
-from grm.core.errors import UnavailableError
-from grm.core.types import Context, SampleSpec, SamplingParams
+from grm.services.aggregator.main import AggregatorSettings, add_arguments, build, build_settings
+from grm.services.aggregator.pool import UNAVAILABLE_REASON, RemoteSamplerPool
 from tests.servers import LOOPBACK, TrackingBackend, start_principles, start_sampler
 
 SERVICE = "grm-sampler"
@@ -188,20 +190,23 @@ async def test_static_sampler_list_builds_no_watcher() -> None:
 # --- the pool's run-time membership ----------------------------------------------------
 
 
+JOB = SamplingJob(Context.from_query("q"), tuple(RESPONSES), SamplingParams())
+
+
 def _specs(n: int) -> list[SampleSpec]:
     return [SampleSpec(index=i, attempt=0, seed=10 + i, order=(0, 1)) for i in range(n)]
 
 
 async def test_empty_pool_reports_unavailable_and_no_capacity() -> None:
     pool = RemoteSamplerPool([])
-    assert pool.free_capacity() == 0 and pool.plan(_specs(2)) == []
-    samples = await pool.sample(Context.from_query("q"), RESPONSES, _specs(2), SamplingParams())
+    assert pool.load() == (0, 0) and pool.plan(_specs(2)) == []
+    samples = await pool.sample(JOB, _specs(2))
     assert [s.valid for s in samples] == [False, False]
     assert all(s.invalid_reason.startswith(UNAVAILABLE_REASON) for s in samples)
     pool.update_addresses(["127.0.0.1:1"])
-    assert pool.addresses == ["127.0.0.1:1"] and pool.free_capacity() == 1
+    assert pool.addresses == ["127.0.0.1:1"] and pool.load() == (1, 0)
     pool.update_addresses([])
-    assert pool.free_capacity() == 0
+    assert pool.load() == (0, 0)
     await pool.close()
 
 
@@ -210,9 +215,7 @@ async def test_a_removed_sampler_finishes_its_in_flight_call_then_closes() -> No
     fast = await start_sampler(TrackingBackend(capacity=2))
     pool = RemoteSamplerPool([slow.address])
     try:
-        call = asyncio.ensure_future(
-            pool.sample(Context.from_query("q"), RESPONSES, _specs(2), SamplingParams())
-        )
+        call = asyncio.ensure_future(pool.sample(JOB, _specs(2)))
         await eventually(lambda: slow.backend.running == 2, "both samples running")
         (gone,) = pool.endpoints
         pool.update_addresses([fast.address])
@@ -221,7 +224,7 @@ async def test_a_removed_sampler_finishes_its_in_flight_call_then_closes() -> No
         samples = await call
         assert all(s.valid and s.sampler == slow.address for s in samples)
         await eventually(lambda: gone.channel is None, "the retired channel closed")
-        more = await pool.sample(Context.from_query("q"), RESPONSES, _specs(2), SamplingParams())
+        more = await pool.sample(JOB, _specs(2))
         assert all(s.valid and s.sampler == fast.address for s in more)
         assert slow.backend.finished == 2 and slow.backend.cancelled == 0
     finally:
@@ -297,7 +300,7 @@ async def test_slices_added_changed_and_deleted_drive_the_pool(
         lambda: members(pool) == {"10.0.0.1:50053", "10.0.0.2:50053", "10.0.0.3:50053"},
         "the watched new slice",
     )
-    assert pool.free_capacity() == 3  # the k planner sees the pool grow
+    assert pool.load() == (3, 0)  # the k planner sees the pool grow
     # one endpoint stops being ready, another starts terminating
     changed = endpoint_slice("s-2", ["10.0.0.2"])
     changed["endpoints"].append({"addresses": ["10.0.0.3"], "conditions": {"ready": False}})
@@ -309,7 +312,7 @@ async def test_slices_added_changed_and_deleted_drive_the_pool(
     await eventually(lambda: members(pool) == {"10.0.0.2:50053"}, "the deleted slice's pod gone")
     await delete(kmock, "s-2")
     await eventually(lambda: members(pool) == set(), "an empty pool")
-    assert pool.free_capacity() == 0
+    assert pool.load() == (0, 0)
     assert watcher.lists == 1  # all of it through one watch
 
 

@@ -119,7 +119,7 @@ def test_runs_as_a_non_root_user_with_the_grm_entrypoint() -> None:
     entrypoint = [json.loads(rest) for word, rest in runtime if word == "ENTRYPOINT"]
     cmd = [json.loads(rest) for word, rest in runtime if word == "CMD"]
     assert entrypoint == [["grm"]] and cmd == [["serve", "aggregator"]]
-    from grm.cli import build_parser
+    from grm.cli.main import build_parser
 
     for service in ("aggregator", "principles", "sampler"):
         args = build_parser().parse_args(["serve", service])

@@ -51,9 +51,9 @@ SCENARIOS = {
 KUBE_VERSIONS = ("1.30", "1.35")
 GPU = "nvidia.com/gpu"
 SERVICES = {
-    "aggregator": "grm.aggregator.main",
-    "principles": "grm.principles.main",
-    "sampler": "grm.sampler.main",
+    "aggregator": "grm.services.aggregator.main",
+    "principles": "grm.services.principles.main",
+    "sampler": "grm.services.sampler.main",
 }
 # GRM_* variables the chart sets ahead of the services, with the issue that adds each setting.
 # The services ignore variables they do not declare, so these are inert until then; any other
@@ -571,7 +571,7 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
     rendered: dict[str, list[dict[str, Any]]], scenario: str
 ) -> None:
     """Each container's args go through `grm`'s parser and its env through build_settings."""
-    from grm.cli import build_parser
+    from grm.cli.main import build_parser
 
     for doc in kinds(rendered[scenario], "Deployment"):
         for c in pod_spec(doc)["containers"]:

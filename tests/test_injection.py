@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from grm.bench.__main__ import main as bench_main
-from grm.bench.injection import ATTACKS, attacked_pair
+from grm.cli.datasets import PreferencePair
 from grm.core.templates import load_templates
 from grm.core.validation import build_item
-from grm.datasets import PreferencePair
+from grm_dev.bench.__main__ import main as bench_main
+from grm_dev.bench.injection import ATTACKS, attacked_pair
 from tests.scripted import shown_responses
 from tests.servers import running_suite
 

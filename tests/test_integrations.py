@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from grm.aggregator.http_rm import HttpRmSettings, parse_body, split_query
 from grm.backends.base import GenerationRequest
 from grm.core.errors import InvalidArgumentError
 from grm.integrations import verl
-from grm.integrations._groups import plan_groups
+from grm.integrations.groups import plan_groups
 from grm.integrations.trl import grm_reward_func, grm_reward_func_async
+from grm.services.aggregator.http_rm import HttpRmSettings, parse_body, split_query
 from tests.scripted import keyword_judge, shown_responses
 from tests.servers import Suite, running_suite
 
@@ -200,8 +200,8 @@ async def test_verl_compute_score_and_batch() -> None:
 def test_http_port_reaches_the_aggregator_from_grm_up_and_env() -> None:
     import argparse
 
-    from grm.aggregator import main as agg
-    from grm.up import UpSettings, add_up_options, aggregator_args, http_lines, up_options
+    from grm.cli.up import UpSettings, add_up_options, aggregator_args, http_lines, up_options
+    from grm.services.aggregator import main as agg
 
     parser = argparse.ArgumentParser()
     add_up_options(parser)

@@ -18,12 +18,12 @@ from grm.core.errors import BackendError
 from grm.core.templates import load_templates
 from grm.core.types import Aggregation, Context, Sample, SampleSpec, ScoreStatus
 from grm.core.validation import build_item
-from grm.local import make_meta_rm
+from grm.metarm import make_meta_rm
 from grm.metarm.agreement import AgreementMetaRM
 from grm.metarm.http import HttpMetaRM
 from grm.metarm.llm import LlmMetaRM, judgement_text
-from grm.pipeline import ScoringPipeline
-from grm.sampler.logic import CritiqueSampler
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import ScoringPipeline
 from tests.scripted import ScriptedBackend, shown_responses
 from tests.servers import running_suite
 

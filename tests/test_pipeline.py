@@ -11,9 +11,9 @@ from grm.core.templates import load_templates
 from grm.core.types import Aggregation, PrincipleMode, ScoreStatus
 from grm.core.validation import build_item
 from grm.metarm.agreement import AgreementMetaRM
-from grm.pipeline import PipelineSettings, ScoringPipeline
-from grm.principles.logic import PrincipleGenerator
-from grm.sampler.logic import CritiqueSampler
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import PipelineSettings, ScoringPipeline
+from grm.scoring.principles import PrincipleGenerator
 from tests.scripted import ScriptedBackend, keyword_judge, shown_responses
 
 

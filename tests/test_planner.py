@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grm.core.planner import KPlanner, LatencyWindow, budget_margin_ms, plan_k, predicted_ms
+from grm.core.plan import MARGINS
+from grm.core.planner import KPlanner, LatencyWindow, plan_k, predicted_ms
+
+budget_margin_ms = MARGINS.vote_margin_ms
 
 
 def test_window_high_percentile_over_recent_values() -> None:

@@ -19,7 +19,7 @@ import pytest
 from grm.client import NO_RETRY, AsyncGrmClient
 from grm.core.errors import DeadlineExceededError, GrmError, UnavailableError
 from grm.core.types import ScoreStatus
-from grm.devtgi import FaultSettings
+from grm_dev.devtgi import FaultSettings
 from tests.servers import running_suite, start_sampler
 from tests.tgi_support import dev_tgi, generate_bodies, tgi_backend
 

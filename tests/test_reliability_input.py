@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grm import convert
 from grm.core.errors import GrmError
 from grm.core.validation import Limits, build_item
-from grm.server import channel_options
+from grm.rpc import convert
+from grm.rpc.server import channel_options
 from grm.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 from tests.servers import LOOPBACK, running_suite
 

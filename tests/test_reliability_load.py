@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grm.bench.__main__ import main
+from grm_dev.bench.__main__ import main
 
 MAX_INFLIGHT = 6
 RSS_GROWTH_LIMIT_KIB = 4 * 1024  # over ~15 s / thousands of calls after the warm-up

@@ -11,11 +11,11 @@ import time
 import grpc
 import pytest
 
-from grm.aggregator.admission import Admission, AdmissionLimits
-from grm.aggregator.main import OPTIONS, build_settings
 from grm.client import NO_RETRY, AsyncGrmClient, RetryPolicy
 from grm.core.errors import ResourceExhaustedError
-from grm.server import channel_options
+from grm.rpc.server import channel_options
+from grm.services.aggregator.admission import Admission, AdmissionLimits
+from grm.services.aggregator.main import OPTIONS, build_settings
 from grm.v1 import reward_pb2, reward_pb2_grpc
 from tests.servers import running_suite
 
@@ -140,7 +140,7 @@ def test_admission_counts_and_settings() -> None:
 
     import argparse
 
-    from grm.settings import add_options
+    from grm.rpc.options import add_options
 
     parser = argparse.ArgumentParser()
     add_options(parser, OPTIONS)

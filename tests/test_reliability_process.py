@@ -20,10 +20,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grm import convert
-from grm.devtgi import FaultSettings
-from grm.server import channel_options
+from grm.rpc import convert
+from grm.rpc.server import channel_options
 from grm.v1 import reward_pb2, reward_pb2_grpc
+from grm_dev.devtgi import FaultSettings
 from tests.processes import FdCount, Service, open_fds, services, until
 from tests.redis_server import RedisServer
 from tests.servers import TrackingBackend, running_suite, start_sampler

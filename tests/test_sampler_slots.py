@@ -4,13 +4,13 @@ served ahead of long work over real servers."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from grm import deadlines
 from grm.client import NO_RETRY, AsyncGrmClient
-from grm.sampler.slots import DeadlineSlots
+from grm.core.plan import MARGINS, SamplingJob
+from grm.core.types import Context, SamplingParams
+from grm.scoring.slots import DeadlineSlots
 from tests.servers import running_suite
 
 
@@ -72,14 +72,16 @@ def test_capacity_must_be_positive() -> None:
 
 
 def test_urgency_is_the_vote_then_the_deadline() -> None:
-    assert deadlines.urgency() == float("inf")
-    with deadlines.scope(5.0):
-        at_deadline = deadlines.urgency()
-        assert at_deadline == pytest.approx(time.monotonic() + 5.0, abs=0.05)
-        with deadlines.vote_scope(0.5):
-            assert deadlines.urgency() < at_deadline
-            assert 0.4 < deadlines.vote_in() <= 0.5
-    assert deadlines.vote_in() is None
+    ctx, params = Context.from_query("q"), SamplingParams()
+    assert SamplingJob(ctx, ("a",), params).urgency == float("inf")
+    now = 100.0
+    job = SamplingJob.from_relative(ctx, ("a",), params, now=now, time_left_s=5.0)
+    # the sampler's own work ends its reply reserve before the caller's deadline
+    assert job.deadline == pytest.approx(now + 5.0 - MARGINS.reply_reserve_s(5.0))
+    assert job.urgency == job.deadline
+    voting = SamplingJob.from_relative(ctx, ("a",), params, now=now, time_left_s=5.0, vote_in_s=0.5)
+    assert voting.urgency == now + 0.5 < job.urgency
+    assert voting.vote_in(now + 0.1) == pytest.approx(0.4) and job.vote_in(now) is None
 
 
 async def test_a_short_budget_is_served_before_long_queued_work() -> None:

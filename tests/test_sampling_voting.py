@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grm.core.plan import plan_request
 from grm.core.sampling import (
     apply_order,
     derive_seed,
@@ -13,7 +14,9 @@ from grm.core.sampling import (
     sample_spec,
     to_caller_order,
 )
-from grm.core.voting import agreement_scores, default_k_meta, select_top, vote
+from grm.core.types import Aggregation
+from grm.core.validation import build_item
+from grm.core.voting import agreement_scores, select_top, vote
 
 
 @given(st.integers(1, 16), st.integers(0, 2**31 - 1))
@@ -76,7 +79,18 @@ def test_vote_rejects_empty_and_wrong_length() -> None:
 def test_meta_selection_keeps_top_k_meta() -> None:
     assert select_top([0.1, 0.9, 0.5, 0.7], 2) == (False, True, False, True)
     assert select_top([0.5, 0.5, 0.5], 2) == (True, True, False)  # ties: earlier sample first
-    assert default_k_meta(32) == 16 and default_k_meta(1) == 1
+
+
+def test_k_meta_defaults_to_half_of_the_valid_samples_drawn() -> None:
+    item = build_item(query="q", responses=["a", "b"], k=32, aggregation=Aggregation.META_VOTE)
+    plan = plan_request(item, now=0.0, caller_deadline=None, k_planned=8)
+    assert item.k_meta is None
+    assert [plan.k_meta(v) for v in (32, 8, 7, 2, 1)] == [16, 4, 3, 1, 1]
+    given = build_item(
+        query="q", responses=["a", "b"], k=32, k_meta=10, aggregation=Aggregation.META_VOTE
+    )
+    kept = plan_request(given, now=0.0, caller_deadline=None)
+    assert [kept.k_meta(v) for v in (32, 8)] == [10, 8]  # never more than the valid ones
 
 
 def test_meta_guided_vote_changes_outcome() -> None:

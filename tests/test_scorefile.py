@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from grm.cli.scorefile import run_scorefile
 from grm.core.templates import load_templates
 from grm.core.validation import build_item
-from grm.pipeline import ScoringPipeline
-from grm.sampler.logic import CritiqueSampler
-from grm.scorefile import run_scorefile
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import ScoringPipeline
 from tests.scripted import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_grm_score_end_to_end_on_the_real_model(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "grm.cli",
+            "grm.cli.main",
             "score",
             str(src),
             "--k",

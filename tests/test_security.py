@@ -23,14 +23,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grm import cli
-from grm.aggregator import main as aggregator_main
-from grm.aggregator.http_rm import HttpRmSettings
+from grm.cli import main as cli
 from grm.client import NO_RETRY, AsyncGrmClient, GrmClient
 from grm.core.errors import GrmError
 from grm.core.types import ScoreStatus
-from grm.sampler import main as sampler_main
-from grm.security import (
+from grm.rpc.security import (
     ClientSecurity,
     SecurityConfigError,
     ServerTls,
@@ -38,7 +35,10 @@ from grm.security import (
     bearer_ok,
     client_security_from_env,
 )
-from grm.server import ServerSettings, wait_serving
+from grm.rpc.server import ServerSettings, wait_serving
+from grm.services.aggregator import main as aggregator_main
+from grm.services.aggregator.http_rm import HttpRmSettings
+from grm.services.sampler import main as sampler_main
 from grm.v1 import reward_pb2, reward_pb2_grpc
 from tests.servers import LOOPBACK, running_suite, start_sampler
 

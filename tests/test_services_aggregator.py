@@ -15,17 +15,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from grm import cli
-from grm.aggregator.main import AggregatorSettings, build
-from grm.aggregator.pool import UNAVAILABLE_REASON
+from grm.cli import main as cli
 from grm.client import NO_RETRY, AsyncGrmClient
 from grm.core.errors import InvalidArgumentError, UnavailableError
 from grm.core.templates import load_templates
 from grm.core.types import ScoreResult, ScoreStatus
 from grm.core.validation import Limits
-from grm.local import make_meta_rm
-from grm.pipeline import ScoringPipeline
-from grm.sampler.logic import CritiqueSampler
+from grm.metarm import make_meta_rm
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import ScoringPipeline
+from grm.services.aggregator.main import AggregatorSettings, build
+from grm.services.aggregator.pool import UNAVAILABLE_REASON
 from grm.v1 import reward_pb2, reward_pb2_grpc
 from tests.scripted import keyword_judge, shown_responses
 from tests.servers import LOOPBACK, ROOT, TrackingBackend, child_env, running_suite
@@ -109,7 +109,7 @@ async def test_bad_requests_are_invalid_argument_naming_the_field() -> None:
             for fields, field in BAD_REQUESTS:
                 kwargs = {"query": "q", "responses": RESPONSES, **fields}
                 # Raw status through a real channel: the interceptor did the mapping.
-                from grm.convert import score_request
+                from grm.rpc.convert import score_request
 
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await stub.Score(score_request(**kwargs), timeout=5)
@@ -377,7 +377,7 @@ async def test_score_target_writes_the_same_records_as_local_scoring(tmp_path: P
         )
     assert code == 3  # one line failed validation
     # The same items through the in-process pipeline on the same scripted model.
-    from grm.scorefile import run_scorefile
+    from grm.cli.scorefile import run_scorefile
 
     pipeline = ScoringPipeline(
         CritiqueSampler(TrackingBackend(), load_templates()), meta_rm=make_meta_rm("agreement")

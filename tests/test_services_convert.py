@@ -1,11 +1,10 @@
-"""grm.convert: proto messages and core dataclasses map both ways without loss."""
+"""grm.rpc.convert: proto messages and core dataclasses map both ways without loss."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from grm import convert
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.types import (
     Aggregation,
@@ -18,6 +17,7 @@ from grm.core.types import (
     Timings,
 )
 from grm.core.validation import Defaults, Limits, build_item
+from grm.rpc import convert
 from grm.v1 import common_pb2
 
 ITEMS = [

@@ -7,10 +7,9 @@ import asyncio
 import grpc
 import pytest
 
-from grm import convert
-from grm.core.sampling import sample_spec
+from grm.core.sampling import DEADLINE_REASON, sample_spec
 from grm.core.types import Context, SamplingParams
-from grm.sampler.bounded import DEADLINE_REASON
+from grm.rpc import convert
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, principle_pb2, principle_pb2_grpc
 from tests.servers import TrackingBackend, start_principles, start_sampler
 

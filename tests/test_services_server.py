@@ -10,7 +10,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grm import convert
 from grm.core.errors import (
     BackendError,
     DeadlineExceededError,
@@ -19,8 +18,9 @@ from grm.core.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from grm.server import GrmServer, ServerSettings, serve
-from grm.settings import add_options, resolve
+from grm.rpc import convert
+from grm.rpc.options import add_options, resolve
+from grm.rpc.server import GrmServer, ServerSettings, serve
 
 SETTINGS = ServerSettings(host="127.0.0.1", port=0, grace_s=2.0)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -177,8 +177,8 @@ async def test_a_failed_warm_up_stops_the_server() -> None:
 
 
 def test_settings_come_from_flags_then_environment_then_defaults() -> None:
-    from grm.aggregator import main as aggregator
-    from grm.sampler import main as sampler
+    from grm.services.aggregator import main as aggregator
+    from grm.services.sampler import main as sampler
 
     parser = argparse.ArgumentParser()
     add_options(parser, aggregator.OPTIONS)

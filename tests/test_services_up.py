@@ -38,7 +38,7 @@ async def test_grm_up_runs_the_suite_in_child_processes(tmp_path: Path) -> None:
     port_file = tmp_path / "front.port"
     log = (tmp_path / "up.log").open("wb")  # the suite's logs (a pipe could fill up)
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "grm.cli", "up", "--port", "0", "--metrics-port", "0",
+        sys.executable, "-m", "grm.cli.main", "up", "--port", "0", "--metrics-port", "0",
         "--port-file", str(port_file),
         "--samplers", "2", "--n-ctx", "2048",
         stdout=asyncio.subprocess.PIPE, stderr=log,
@@ -67,7 +67,7 @@ async def test_grm_up_runs_the_suite_in_child_processes(tmp_path: Path) -> None:
         items = tmp_path / "items.jsonl"
         items.write_text(json.dumps({"id": 1, "query": QUERY, "responses": RESPONSES}) + "\n")
         code, out, err = await run(
-            sys.executable, "-m", "grm.cli", "score", str(items), "--target", address,
+            sys.executable, "-m", "grm.cli.main", "score", str(items), "--target", address,
             "--k", "2", "--max-new-tokens", "32", "--quiet",
         )  # fmt: skip
         assert code == 0, err

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from grm.backends.base import GenerationRequest
+from grm.cli.datasets import labeled_item
+from grm.cli.spct_data import Hinter, default_build, run_spct
 from grm.core.spct import Label, is_correct, rl_reward
 from grm.core.templates import load_templates
 from grm.core.types import SamplingParams
-from grm.datasets import labeled_item
-from grm.pipeline import ScoringPipeline
-from grm.sampler.logic import CritiqueSampler
-from grm.spct import Hinter, default_build, run_spct
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import ScoringPipeline
 from tests.scripted import ScriptedBackend, keyword_judge, shown_responses
 
 DATA = Path(__file__).parent / "data" / "hh-rlhf-harmless-base-sample.jsonl"
@@ -229,7 +229,7 @@ def test_spct_data_cli_against_the_scripted_tgi_server(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "grm.cli",
+            "grm.cli.main",
             "dev-tgi",
             "--scripted",
             "--port",
@@ -253,7 +253,7 @@ def test_spct_data_cli_against_the_scripted_tgi_server(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "grm.cli",
+                "grm.cli.main",
                 "spct-data",
                 str(src),
                 "--out",

@@ -305,7 +305,7 @@ def test_setup_in_a_fresh_process_exports_nothing_without_configuration() -> Non
 def test_the_services_take_the_telemetry_options() -> None:
     import argparse
 
-    from grm.aggregator import main as agg
+    from grm.services.aggregator import main as agg
 
     parser = argparse.ArgumentParser()
     agg.add_arguments(parser)
@@ -321,7 +321,7 @@ def test_the_services_take_the_telemetry_options() -> None:
 def test_grm_up_gives_each_child_its_metrics_port() -> None:
     import argparse
 
-    from grm.up import UpSettings, add_up_options, metrics_lines, telemetry_args, up_options
+    from grm.cli.up import UpSettings, add_up_options, metrics_lines, telemetry_args, up_options
 
     parser = argparse.ArgumentParser()
     add_up_options(parser)

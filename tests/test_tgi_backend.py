@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from grm import deadlines
 from grm.backends import make_backend
 from grm.backends.embedded import EmbeddedBackend
 from grm.backends.tgi import SEED_ZERO_SUBSTITUTE, TgiBackend, TgiSettings
@@ -20,8 +19,8 @@ from grm.core.errors import (
 )
 from grm.core.grammar import scores_regex, scores_suffix_regex
 from grm.core.parsing import extract_scores
-from grm.devtgi import FaultSettings
-from grm.devtgi.engines import ScriptedEngine
+from grm_dev.devtgi import FaultSettings
+from grm_dev.devtgi.engines import ScriptedEngine
 from tests.tgi_support import (
     dev_tgi,
     exchanges,
@@ -100,7 +99,7 @@ async def test_overload_retries_end_at_the_deadline() -> None:
     ):
         t0 = time.perf_counter()
         with pytest.raises(ResourceExhaustedError, match="deadline"):
-            await backend.generate_one(judge_request(), time_left_s=0.5)
+            await backend.generate_one(judge_request(deadline=time.monotonic() + 0.5))
         assert time.perf_counter() - t0 < 1.0  # the deadline, not 1000 retries
     assert 2 <= len(generate_bodies(server)) < 100
 
@@ -167,11 +166,10 @@ async def test_a_hung_request_ends_at_the_callers_deadline() -> None:
     async with dev_tgi(faults=faults) as server, tgi_backend(server.url) as backend:
         t0 = time.perf_counter()
         with pytest.raises(DeadlineExceededError):
-            await backend.generate_one(judge_request(), time_left_s=0.3)
+            await backend.generate_one(judge_request(deadline=time.monotonic() + 0.3))
         assert 0.25 < time.perf_counter() - t0 < 1.5  # the hang lasts an hour
-        # The deadline also arrives through grm.deadlines (the services' gRPC time left).
-        with deadlines.scope(0.3):
-            [result] = await backend.generate([judge_request()])
+        # The same through generate(), as the sampler calls it.
+        [result] = await backend.generate([judge_request(deadline=time.monotonic() + 0.3)])
         assert isinstance(result, DeadlineExceededError)
         for _ in range(50):  # the server sees the client go away and cancels the request
             if server.state.admitted == 0:
@@ -216,7 +214,7 @@ async def test_callers_beyond_capacity_wait_for_a_slot_not_for_a_429() -> None:
         blockers = [asyncio.create_task(backend.generate_one(judge_request())) for _ in range(2)]
         await asyncio.sleep(0.02)
         with pytest.raises(DeadlineExceededError, match="free TGI slot"):
-            await backend.generate_one(judge_request(), time_left_s=0.05)
+            await backend.generate_one(judge_request(deadline=time.monotonic() + 0.05))
         await asyncio.gather(*blockers)
     assert server.state.peak_admitted == 2
     assert server.state.metrics.counter("tgi_request_failure", err="overloaded") == 0
@@ -300,7 +298,7 @@ async def test_start_waits_for_health_then_reads_info() -> None:
         async def start(self) -> None:
             await asyncio.sleep(0.4)
 
-    from grm.devtgi import DevTgiSettings, start_dev_server
+    from grm_dev.devtgi import DevTgiSettings, start_dev_server
 
     server = await start_dev_server(SlowEngine(), DevTgiSettings(), wait_ready=False)
     try:
@@ -324,7 +322,7 @@ async def test_start_without_any_healthy_endpoint_is_unavailable() -> None:
 
 async def test_an_endpoint_down_at_start_joins_when_it_comes_up() -> None:
     async with dev_tgi() as up:
-        from grm.devtgi import DevTgiSettings, start_dev_server
+        from grm_dev.devtgi import DevTgiSettings, start_dev_server
 
         class SlowEngine(ScriptedEngine):
             async def start(self) -> None:
@@ -399,10 +397,10 @@ async def test_identical_prompts_are_rendered_once() -> None:
 
 
 def test_make_backend_builds_each_kind() -> None:
-    tgi = make_backend("tgi", tgi_url="http://a:1, http://b:2/", pooled=False, stop=["x"])
+    tgi = make_backend("tgi", tgi_url="http://a:1, http://b:2/", stop=["x"])
     assert isinstance(tgi, TgiBackend)
     assert [e.url for e in tgi.endpoints] == ["http://a:1", "http://b:2"]
-    assert tgi.settings.pooled is False and tgi.settings.stop == ("x",)
+    assert tgi.settings.stop == ("x",)
     embedded = make_backend("embedded", model_path=None, n_ctx=1024)
     assert isinstance(embedded, EmbeddedBackend) and embedded.settings.n_ctx == 1024
     with pytest.raises(ValueError, match="unknown backend"):

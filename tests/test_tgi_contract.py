@@ -31,8 +31,8 @@ from text_generation import errors as tgi_errors
 from text_generation.types import Parameters, Request
 
 from grm.core.grammar import scores_regex
-from grm.devtgi import DevTgiSettings, Exchange, FaultSettings, start_dev_server
-from grm.devtgi.engines import ScriptedEngine
+from grm_dev.devtgi import DevTgiSettings, Exchange, FaultSettings, start_dev_server
+from grm_dev.devtgi.engines import ScriptedEngine
 from tests.tgi_support import (
     contract_errors,
     dev_tgi,

@@ -15,9 +15,9 @@ import pytest
 
 from grm.core.grammar import scores_gbnf, scores_regex, scores_suffix_gbnf, scores_suffix_regex
 from grm.core.parsing import extract_scores
-from grm.devtgi import FaultSettings
-from grm.devtgi.engines import ScoreGrammar, UnsupportedGrammar, parse_grammar
-from grm.devtgi.main import main as devtgi_main
+from grm_dev.devtgi import FaultSettings
+from grm_dev.devtgi.engines import ScoreGrammar, UnsupportedGrammar, parse_grammar
+from grm_dev.devtgi.main import main as devtgi_main
 from tests.tgi_support import dev_tgi, exchanges
 
 PROMPT = (
@@ -51,7 +51,7 @@ async def test_requests_beyond_max_concurrent_requests_get_429_overloaded() -> N
 
 
 async def test_metrics_use_tgi_names_and_show_the_queue() -> None:
-    from grm.devtgi.engines import GenerateCall, Generated, ScriptedEngine
+    from grm_dev.devtgi.engines import GenerateCall, Generated, ScriptedEngine
 
     class OneAtATime(ScriptedEngine):
         capacity = 1
@@ -87,8 +87,8 @@ async def test_metrics_use_tgi_names_and_show_the_queue() -> None:
 
 
 async def test_health_is_503_until_the_engine_is_loaded() -> None:
-    from grm.devtgi import DevTgiSettings, start_dev_server
-    from grm.devtgi.engines import ScriptedEngine
+    from grm_dev.devtgi import DevTgiSettings, start_dev_server
+    from grm_dev.devtgi.engines import ScriptedEngine
 
     class SlowEngine(ScriptedEngine):
         async def start(self) -> None:
@@ -185,7 +185,7 @@ def test_fault_settings_are_checked() -> None:
 
 def test_the_command_line_serves_until_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
-    command = [sys.executable, "-m", "grm.devtgi", "--scripted", "--port", "0"]
+    command = [sys.executable, "-m", "grm_dev.devtgi", "--scripted", "--port", "0"]
     command += ["--port-file", str(port_file), "--max-concurrent-requests", "7"]
     proc = subprocess.Popen([*command, "--latency-ms", "5"], stderr=subprocess.PIPE, text=True)
     try:

@@ -11,11 +11,11 @@ from grm.core.parsing import extract_scores
 from grm.core.templates import load_templates
 from grm.core.types import Aggregation, PrincipleMode, ScoreStatus
 from grm.core.validation import build_item
-from grm.devtgi import FaultSettings
-from grm.devtgi.engines import EmbeddedEngine, shown_responses
-from grm.pipeline import ScoringPipeline
-from grm.principles.logic import PrincipleGenerator
-from grm.sampler.logic import CritiqueSampler
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import ScoringPipeline
+from grm.scoring.principles import PrincipleGenerator
+from grm_dev.devtgi import FaultSettings
+from grm_dev.devtgi.engines import EmbeddedEngine, shown_responses
 from tests.tgi_support import dev_tgi, generate_bodies, tgi_backend
 
 RESPONSES = ["bad one", "good one", "bad two", "good two"]

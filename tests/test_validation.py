@@ -48,9 +48,9 @@ from grm.core.validation import Limits, build_item
         ),
         ({"query": "q", "responses": ["a"], "k": 4, "k_meta": 2}, "k_meta"),
         ({"query": "q", "responses": ["a"], "k": 4, "aggregation": Aggregation.GREEDY}, "k"),
-        ({"query": "q", "responses": ["a"], "temperature": -0.1}, "temperature"),
-        ({"query": "q", "responses": ["a"], "top_p": 0.0}, "top_p"),
-        ({"query": "q", "responses": ["a"], "max_new_tokens": 4}, "max_new_tokens"),
+        ({"query": "q", "responses": ["a"], "temperature": -0.1}, "sampling.temperature"),
+        ({"query": "q", "responses": ["a"], "top_p": 0.0}, "sampling.top_p"),
+        ({"query": "q", "responses": ["a"], "max_new_tokens": 4}, "sampling.max_new_tokens"),
         ({"query": "q", "responses": ["a"], "seed": -1}, "seed"),
         ({"query": "q", "responses": ["a"], "latency_budget_ms": -5}, "latency_budget_ms"),
     ],
@@ -64,7 +64,7 @@ def test_bad_fields_are_named(kwargs: dict, field: str) -> None:
 
 def test_defaults() -> None:
     item = build_item(query="q", responses=["a", "b"])
-    assert item.k == 4 and item.k_meta == 2
+    assert item.k == 4 and item.k_meta is None  # meta-vote keeps half of the valid samples
     assert item.aggregation is Aggregation.VOTE
     assert item.sampling.temperature == 0.5 and item.sampling.grammar
     greedy = build_item(query="q", responses=["a"], aggregation=Aggregation.GREEDY)
@@ -99,4 +99,4 @@ def test_validation_accepts_exactly_the_valid_space(k: int, k_meta: int | None, 
         assert exc.field in {"k", "k_meta", "responses"}
     else:
         assert valid
-        assert 1 <= item.k_meta <= item.k
+        assert item.k_meta == k_meta and (k_meta is None or 1 <= k_meta <= item.k)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-from grm.aggregator.main import add_arguments, build_settings
 from grm.cache import CacheSettings
+from grm.services.aggregator.main import add_arguments, build_settings
 from grm.v1 import reward_pb2, reward_pb2_grpc
 from tests.redis_server import RedisServer
 from tests.servers import Suite, running_suite

@@ -17,14 +17,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grm.aggregator.main import AggregatorSettings, build
+from grm.cli.up import UpSettings, add_up_options, aggregator_args, backend_args, up_options
 from grm.client import AsyncGrmClient
 from grm.core.types import ScoreStatus
-from grm.devtgi import DevTgiSettings, start_dev_server
-from grm.devtgi.engines import ScriptedEngine
-from grm.server import wait_serving
-from grm.up import UpSettings, add_up_options, aggregator_args, backend_args, up_options
+from grm.rpc.server import wait_serving
+from grm.services.aggregator.main import AggregatorSettings, build
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, reward_pb2, reward_pb2_grpc
+from grm_dev.devtgi import DevTgiSettings, start_dev_server
+from grm_dev.devtgi.engines import ScriptedEngine
 from tests.redis_server import free_port
 from tests.servers import LOOPBACK, child_env
 from tests.tgi_support import dev_tgi, generate_bodies
@@ -38,7 +38,7 @@ async def sampler_process(tmp_path: Path, tgi_url: str, *extra: str) -> AsyncIte
     port_file = tmp_path / f"sampler-{free_port()}.port"
     log = (tmp_path / "sampler.log").open("ab")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "grm.cli", "serve", "sampler", "--host", "127.0.0.1",
+        sys.executable, "-m", "grm.cli.main", "serve", "sampler", "--host", "127.0.0.1",
         "--port", "0", "--port-file", str(port_file), "--grace-s", "1",
         "--backend", "tgi", "--tgi-url", tgi_url, "--health-interval-s", "0.2", *extra,
         stdout=log, stderr=log, env=child_env(),

@@ -18,11 +18,13 @@ import jsonschema
 from referencing import Registry, Resource
 
 from grm.backends.base import GenerationRequest
+from grm.backends.http_pool import RetryPolicy
 from grm.backends.tgi import TgiBackend, TgiSettings
 from grm.core.templates import load_templates
 from grm.core.types import Context
-from grm.devtgi import DevTgiServer, DevTgiSettings, Exchange, FaultSettings, start_dev_server
-from grm.devtgi.engines import Engine, ScriptedEngine
+from grm_dev.bench.stock_tgi import StockTgiBackend
+from grm_dev.devtgi import DevTgiServer, DevTgiSettings, Exchange, FaultSettings, start_dev_server
+from grm_dev.devtgi.engines import Engine, ScriptedEngine
 
 CONTRACT = Path(__file__).parent / "contracts" / "tgi-openapi.json"
 RESPONSES = ("a good answer", "a bad answer")
@@ -44,12 +46,17 @@ async def dev_tgi(
 
 
 @contextlib.asynccontextmanager
-async def tgi_backend(*urls: str, **settings: Any) -> AsyncIterator[TgiBackend]:
-    """A started TgiBackend on the given endpoints (fast backoff unless told otherwise)."""
-    settings.setdefault("backoff_base_s", 0.01)
-    settings.setdefault("backoff_max_s", 0.05)
+async def tgi_backend(
+    *urls: str, pooled: bool = True, **settings: Any
+) -> AsyncIterator[TgiBackend]:
+    """A started TgiBackend on the given endpoints (fast backoff unless told otherwise);
+    `pooled=False`: the stock-client baseline of the benchmarks (grm_dev)."""
+    retry = {k: settings.pop(k) for k in list(settings) if k in RetryPolicy.__dataclass_fields__}
+    retry.setdefault("backoff_base_s", 0.01)
+    retry.setdefault("backoff_max_s", 0.05)
     settings.setdefault("startup_timeout_s", 5.0)
-    backend = TgiBackend(TgiSettings(urls=urls, **settings))
+    cls = TgiBackend if pooled else StockTgiBackend
+    backend = cls(TgiSettings(urls=urls, retry=RetryPolicy(**retry), **settings))
     await backend.start()
     try:
         yield backend
@@ -65,6 +72,7 @@ def judge_request(
     responses: Sequence[str] = RESPONSES,
     grammar: bool = True,
     query: str = "Which answer is right?",
+    deadline: float | None = None,
 ) -> GenerationRequest:
     messages = load_templates().joint(Context.from_query(query), list(responses))
     return GenerationRequest(
@@ -75,6 +83,7 @@ def judge_request(
         max_new_tokens=max_new_tokens,
         score_count=len(responses),
         grammar=grammar,
+        deadline=deadline,
     )
 
 

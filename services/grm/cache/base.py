@@ -1,6 +1,6 @@
 """The cache port: a byte store with TTLs that the typed cache layer talks to.
 
-Two adapters implement it (DESIGN §5, the Online Boutique cart-store pattern): `RedisStore`
+Two adapters implement it (a storage port with swappable adapters): `RedisStore`
 for deployments and `MemoryStore` (a bounded LRU) when no Redis URL is set. The port knows
 nothing of GRM: keys are strings, values are bytes; everything GRM-specific (keys, encodings,
 failure policy) lives above it, so a new store only has to move bytes.

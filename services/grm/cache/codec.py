@@ -6,7 +6,7 @@ another program at the same key is recognised as foreign; decoding then checks t
 against what the caller asked for (n scores in 1..10, the same seed and order). Anything that
 fails raises CorruptValueError: the caller counts it, ignores it and overwrites it.
 
-The message <-> dataclass mapping is grm.convert's (the one place for it). That module also
+The message <-> dataclass mapping is grm.rpc.convert's (the one place for it). That module also
 holds the gRPC status helpers and imports grpc, so it is imported inside the functions here:
 `import grm.cache` stays free of gRPC, as the layering wants.
 """
@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError, Message
 
 from grm.cache.keys import Kind, key_tag
 from grm.core.types import Sample, SampleSpec, ScoreResult
-from grm.principles.logic import PrincipleSet
+from grm.scoring.principles import PrincipleSet
 from grm.v1 import common_pb2, principle_pb2, reward_pb2
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _check_scores(scores: Sequence[int], n: int) -> None:
 
 def encode_sample(key: str, sample: Sample) -> bytes:
     """A valid sample's cache value (invalid samples are never stored)."""
-    from grm import convert
+    from grm.rpc import convert
 
     if not sample.valid:
         raise ValueError("invalid samples are not cached")
@@ -81,7 +81,7 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
     Index and attempt are not part of the key (they do not change the generation), so the
     sample is returned under the caller's spec.
     """
-    from grm import convert
+    from grm.rpc import convert
 
     msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample)
     assert isinstance(msg, common_pb2.Sample)
@@ -100,7 +100,7 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
 
 def encode_principles(key: str, principle_set: PrincipleSet) -> bytes:
     """One principle set's cache value."""
-    from grm import convert
+    from grm.rpc import convert
 
     if not principle_set.text.strip():
         raise ValueError("empty principle sets are not cached")
@@ -110,7 +110,7 @@ def encode_principles(key: str, principle_set: PrincipleSet) -> bytes:
 
 def decode_principles(key: str, data: bytes) -> PrincipleSet:
     """The stored principle set (non-empty text)."""
-    from grm import convert
+    from grm.rpc import convert
 
     msg = _unwrap(Kind.PRINCIPLES, key, data, principle_pb2.PrincipleSet)
     assert isinstance(msg, principle_pb2.PrincipleSet)
@@ -132,14 +132,14 @@ _AGGREGATIONS = frozenset(
 
 def encode_result(key: str, result: ScoreResult) -> bytes:
     """A final result's cache value, every sample included (for include_samples requests)."""
-    from grm import convert
+    from grm.rpc import convert
 
     return _wrap(Kind.RESULT, key, convert.result_to_response(result, include_samples=True))
 
 
 def decode_result(key: str, data: bytes, n: int) -> ScoreResult:
     """The stored result for n responses; checks its shape before anyone votes on it."""
-    from grm import convert
+    from grm.rpc import convert
 
     msg = _unwrap(Kind.RESULT, key, data, reward_pb2.ScoreResponse)
     assert isinstance(msg, reward_pb2.ScoreResponse)

@@ -151,7 +151,7 @@ def result_key(
             "context": _context(item.context),
             "responses": list(item.responses),
             "k": int(item.k),
-            "k_meta": int(item.k_meta) if meta else 0,
+            "k_meta": (item.k_meta or "auto") if meta else 0,
             "aggregation": str(item.aggregation),
             "meta_rm": meta_rm if meta else "",
             "seed": int(item.seed),

@@ -1,6 +1,6 @@
 """The failure-tolerant face of a cache store: TTLs per kind, counters, and never an error.
 
-Redis down = slower, never wrong, never down (DESIGN §2). A failed store operation is counted,
+Redis down = slower, never wrong, never down. A failed store operation is counted,
 logged once per outage, and answered as a miss; after that the store is bypassed (no request
 pays a timeout) while a background ping probes it every `retry_after_s`, and caching resumes
 as soon as a ping succeeds.

@@ -25,21 +25,20 @@ from grm.cache.codec import (
 )
 from grm.cache.keys import Kind, model_known, principles_key, result_key, sample_key
 from grm.cache.layer import GrmCache
-from grm.cache.singleflight import SingleFlight, leader_gave_up, settle_failed
 from grm.cache.usage import current_usage
+from grm.core.plan import SamplingJob
+from grm.core.singleflight import SingleFlight, leader_gave_up, settle_failed
 from grm.core.types import (
-    Context,
     ModelInfo,
     Sample,
     SampleSpec,
-    SamplingParams,
     ScoreItem,
     ScoreResult,
     ScoreStatus,
     Timings,
 )
-from grm.pipeline import PrincipleSource, SampleSource
-from grm.principles.logic import PrincipleSet
+from grm.scoring.pipeline import PrincipleSource, SampleSource
+from grm.scoring.principles import PrincipleSet
 
 
 def _restamp(sample: Sample, spec: SampleSpec) -> Sample:
@@ -68,21 +67,15 @@ class CachingSampleSource:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    async def sample(
-        self,
-        context: Context,
-        responses: Sequence[str],
-        specs: Sequence[SampleSpec],
-        params: SamplingParams,
-    ) -> list[Sample]:
+    async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
         """Samples for `specs` in their order (fewer only if `inner` returned fewer)."""
         model = self.inner.info
         if not model_known(model):  # e.g. a pool before its first reply: no lookup is safe
-            got = list(await self.inner.sample(context, responses, specs, params))
+            got = list(await self.inner.sample(job, specs))
             current_usage().samples_generated += len(got)
-            await self._store(context, responses, params, model, [(None, s) for s in got])
+            await self._store(job, model, [(None, s) for s in got])
             return got
-        keys = [sample_key(model, context, responses, spec, params) for spec in specs]
+        keys = [sample_key(model, job.context, job.responses, spec, job.params) for spec in specs]
         out: list[Sample | None] = [None] * len(specs)
         loop = asyncio.get_running_loop()
         lead: dict[str, list[int]] = {}  # keys this call computes → positions in specs
@@ -98,7 +91,7 @@ class CachingSampleSource:
         futures = {key: self._inflight[key] for key in lead}
         try:
             if lead:
-                await self._lead(context, responses, specs, params, lead, futures, out)
+                await self._lead(job, specs, lead, futures, out)
         except BaseException as exc:
             for fut in futures.values():
                 settle_failed(fut, exc)
@@ -111,7 +104,7 @@ class CachingSampleSource:
                     del self._inflight[key]
         retry = [i for i, fut in follow if not await self._follow(fut, specs[i], out, i)]
         if retry:  # their leaders gave up (cancelled): draw those ourselves, in one call
-            redo = await self.sample(context, responses, [specs[i] for i in retry], params)
+            redo = await self.sample(job, [specs[i] for i in retry])
             by_spec = {s.spec: s for s in redo}
             for i in retry:
                 out[i] = by_spec.get(specs[i])
@@ -119,10 +112,8 @@ class CachingSampleSource:
 
     async def _lead(
         self,
-        context: Context,
-        responses: Sequence[str],
+        job: SamplingJob,
         specs: Sequence[SampleSpec],
-        params: SamplingParams,
         lead: dict[str, list[int]],
         futures: dict[str, asyncio.Future[Sample]],
         out: list[Sample | None],
@@ -161,7 +152,7 @@ class CachingSampleSource:
 
         wanted = [specs[lead[key][0]] for key in misses]
         model = self.inner.info
-        got = await self.inner.sample(context, responses, wanted, params)
+        got = await self.inner.sample(job, wanted)
         if len(got) == len(wanted):
             pairs = list(zip(misses, got, strict=True))
         else:  # a partial answer (e.g. a deadline in a remote pool): match by spec
@@ -170,15 +161,10 @@ class CachingSampleSource:
         usage.samples_generated += len(pairs)
         for key, sample in pairs:
             settle(key, sample)
-        await self._store(context, responses, params, model, list(pairs))
+        await self._store(job, model, list(pairs))
 
     async def _store(
-        self,
-        context: Context,
-        responses: Sequence[str],
-        params: SamplingParams,
-        model: ModelInfo,
-        pairs: list[tuple[str | None, Sample]],
+        self, job: SamplingJob, model: ModelInfo, pairs: list[tuple[str | None, Sample]]
     ) -> None:
         """Store the valid samples under the model that answered (a source may learn it then)."""
         answered = self.inner.info
@@ -188,7 +174,7 @@ class CachingSampleSource:
         for key, sample in pairs:
             if sample.valid:
                 if key is None or answered != model:
-                    key = sample_key(answered, context, responses, sample.spec, params)
+                    key = sample_key(answered, job.context, job.responses, sample.spec, job.params)
                 to_store.append((key, encode_sample(key, sample)))
         await self.cache.put(Kind.SAMPLE, to_store)
 
@@ -235,36 +221,23 @@ class CachingPrincipleSource:
         assert isinstance(info, ModelInfo)
         return info
 
-    async def generate(
-        self,
-        context: Context,
-        responses: Sequence[str],
-        n: int,
-        seed: int,
-        params: SamplingParams,
-    ) -> list[Any]:
+    async def generate(self, job: SamplingJob, n: int, seed: int) -> list[Any]:
         """n principle sets (PrincipleSet from the cache, whatever `inner` returns otherwise)."""
         model = self.info
         if not model_known(model):
-            return list(await self.inner.generate(context, responses, n, seed, params))
-        keys = [principles_key(model, context, responses, seed, i, params) for i in range(n)]
+            return list(await self.inner.generate(job, n, seed))
+        keys = [
+            principles_key(model, job.context, job.responses, seed, i, job.params) for i in range(n)
+        ]
         sets, shared = await self._flight.run(
-            "\n".join(keys), lambda: self._generate(keys, context, responses, n, seed, params)
+            "\n".join(keys), lambda: self._generate(keys, job, n, seed)
         )
         if shared:
             self.cache.stats.principles.shared += 1
             current_usage().principles_reused += len(sets)
         return list(sets)
 
-    async def _generate(
-        self,
-        keys: list[str],
-        context: Context,
-        responses: Sequence[str],
-        n: int,
-        seed: int,
-        params: SamplingParams,
-    ) -> list[Any]:
+    async def _generate(self, keys: list[str], job: SamplingJob, n: int, seed: int) -> list[Any]:
         stats = self.cache.stats.principles
         usage = current_usage()
         found: list[PrincipleSet | None] = []
@@ -286,7 +259,7 @@ class CachingPrincipleSource:
         if hits == n:
             usage.principles_reused += n
             return list(found)
-        sets = list(await self.inner.generate(context, responses, n, seed, params))
+        sets = list(await self.inner.generate(job, n, seed))
         usage.principles_generated += len(sets)
         to_store = []
         for key, s, cached in zip(keys, sets, found, strict=False):

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 
-from grm import convert
 from grm.core.errors import GrmError
 from grm.core.types import ScoreItem, ScoreResult
+from grm.rpc import convert
 from grm.v1 import reward_pb2
 
 BatchOutcome = ScoreResult | GrmError

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from grm import convert
 from grm.client._common import (
     BatchOutcome,
     ItemLike,
@@ -30,8 +29,9 @@ from grm.client.batching import (
 )
 from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
-from grm.security import PLAINTEXT, ClientSecurity, aio_channel
-from grm.server import MiB, channel_options
+from grm.rpc import convert
+from grm.rpc.security import PLAINTEXT, ClientSecurity, aio_channel
+from grm.rpc.server import MiB, channel_options
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class AsyncGrmClient:
         security: ClientSecurity | None = None,
         token: str | None = None,
     ) -> None:
-        """`security` (grm.security.ClientSecurity): TLS / mutual TLS and the bearer token;
+        """`security` (grm.rpc.security.ClientSecurity): TLS / mutual TLS and the bearer token;
         `credentials` replace its TLS settings, `token` its token."""
         self.target = target
         self.timeout = timeout

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from grm import convert
 from grm.client._common import (
     BatchOutcome,
     ItemLike,
@@ -22,8 +21,9 @@ from grm.client._common import (
 from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS, BatchRun, ScoredItem, with_budget
 from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
-from grm.security import PLAINTEXT, ClientSecurity, sync_channel
-from grm.server import MiB, channel_options
+from grm.rpc import convert
+from grm.rpc.security import PLAINTEXT, ClientSecurity, sync_channel
+from grm.rpc.server import MiB, channel_options
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class GrmClient:
         security: ClientSecurity | None = None,
         token: str | None = None,
     ) -> None:
-        """`security` (grm.security.ClientSecurity): TLS / mutual TLS and the bearer token;
+        """`security` (grm.rpc.security.ClientSecurity): TLS / mutual TLS and the bearer token;
         `credentials` replace its TLS settings, `token` its token."""
         self.target = target
         self.timeout = timeout

@@ -1,4 +1,4 @@
-"""Score extraction from a model's output (DESIGN §1).
+"""Score extraction from a model's output.
 
 Only the model's own output is parsed, and only its LAST boxed or double-bracketed list:
 earlier lists are intermediate numbers or quotes. Anything but exactly n integers in

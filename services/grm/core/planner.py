@@ -1,4 +1,4 @@
-"""The k planner (DESIGN §2 "Latency budget"): the largest k that fits a latency budget.
+"""The k planner: the largest k that fits a latency budget.
 
 Pure logic, no I/O. The aggregator feeds a `LatencyWindow` with the latencies of samples
 the pool drew (service time, not queueing) and asks `KPlanner.plan` for each request with
@@ -48,13 +48,6 @@ class LatencyWindow:
         ordered = sorted(self._values)
         rank = max(1, math.ceil(self.quantile * len(ordered)))
         return ordered[rank - 1]
-
-
-def budget_margin_ms(
-    budget_ms: float, *, fraction: float = 0.1, min_ms: float = 20.0, max_ms: float = 250.0
-) -> float:
-    """The part of a budget kept for voting and the reply: a fraction, clamped."""
-    return min(max_ms, max(min_ms, budget_ms * fraction))
 
 
 def predicted_ms(
@@ -136,19 +129,20 @@ class KPlanner:
         budget_ms: float | None,
         free_capacity: int,
         *,
+        margin_ms: float = 0.0,
         overhead_ms: float = 0.0,
         capacity: int | None = None,
     ) -> KPlan:
-        """`capacity`: the pool's total slots when known (see plan_k)."""
+        """`capacity`: the pool's total slots when known (see plan_k); `margin_ms`: the part
+        of the budget kept for the vote and the reply (grm.core.plan.Margins.vote_margin_ms)."""
         latency = self.window.estimate()
-        margin = budget_margin_ms(budget_ms) if budget_ms else 0.0
         k = plan_k(
             k_requested,
             budget_ms,
             latency,
             free_capacity,
             k_min=self.k_min,
-            margin_ms=margin,
+            margin_ms=margin_ms,
             overhead_ms=overhead_ms,
             capacity=capacity,
         )

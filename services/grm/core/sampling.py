@@ -1,4 +1,4 @@
-"""Deterministic seeds and per-sample response orders (DESIGN §1 "Sampling").
+"""Deterministic seeds and per-sample response orders.
 
 Seeds derive from (request seed, sample index, attempt) so the same request always draws the
 same samples — which is what makes individual samples cacheable and k incremental.
@@ -10,7 +10,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from grm.core.types import SampleSpec
+from grm.core.types import Sample, SampleSpec
 
 SEED_BITS = 31  # llama.cpp takes a signed 32-bit seed; TGI a u64: the common range
 
@@ -58,3 +58,19 @@ def sample_spec(
     seed = derive_seed(request_seed, index, attempt)
     order = permutation(n, seed) if shuffle else tuple(range(n))
     return SampleSpec(index=index, attempt=attempt, seed=seed, order=order, principles=principles)
+
+
+DEADLINE_REASON = "deadline exceeded before the sample finished"
+
+
+def unfinished(spec: SampleSpec, reason: str, *, finish_reason: str = "deadline") -> Sample:
+    """An invalid sample standing in for one that was not drawn (deadline, lost sampler)."""
+    return Sample(
+        spec=spec,
+        text="",
+        principles=spec.principles,
+        critique="",
+        scores=None,
+        invalid_reason=reason,
+        finish_reason=finish_reason,
+    )

@@ -84,7 +84,7 @@ class ScoreItem:
     context: Context
     responses: tuple[str, ...]
     k: int
-    k_meta: int
+    k_meta: int | None  # None: half of the valid samples drawn (RequestPlan.k_meta)
     aggregation: Aggregation
     sampling: SamplingParams
     seed: int = 0

@@ -1,7 +1,8 @@
-"""Request validation: one place that turns raw request fields into a ScoreItem.
+"""Request validation: the one place that turns raw request fields into core values.
 
-Both the gRPC servicer and `grm score` call it, so a bad request gets the same error (naming
-the field) whichever door it came through.
+Every door (the RewardService, the sampler's and principle generator's services, `grm score`,
+the SDK) goes through here, so a bad request gets the same error with the same bounds, naming
+the field by its path in the request message (`k`, `responses[2]`, `sampling.temperature`).
 """
 
 from __future__ import annotations
@@ -18,22 +19,24 @@ from grm.core.types import (
     ScoreItem,
     Turn,
 )
-from grm.core.voting import default_k_meta
 
 ROLES = ("system", "user", "assistant")
+MIN_NEW_TOKENS = 16  # fewer cannot hold a critique and a score line
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for; set per deployment."""
 
-    max_responses: int = 16
-    max_response_chars: int = 32_000
-    max_query_chars: int = 64_000
-    max_turns: int = 64
-    max_k: int = 64
-    max_new_tokens: int = 2048
-    max_principles_chars: int = 16_000
+    max_responses: int = field(default=16, metadata={"help": "most responses per request"})
+    max_response_chars: int = field(default=32_000, metadata={"help": "longest response"})
+    max_query_chars: int = field(default=64_000, metadata={"help": "longest query / conversation"})
+    max_turns: int = field(default=64, metadata={"help": "most chat turns in a query"})
+    max_k: int = field(default=64, metadata={"help": "largest k a request may ask for"})
+    max_new_tokens: int = field(default=2048, metadata={"help": "largest max_new_tokens"})
+    max_principles_chars: int = field(
+        default=16_000, metadata={"help": "longest caller-given principles"}
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,39 @@ def check_responses(responses: Sequence[str], limits: Limits, *, required: bool 
         _check_text(response, f"responses[{i}]", limits.max_response_chars)
 
 
+def check_sampling(
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    grammar: bool | None = None,
+    limits: Limits = Limits(),
+    defaults: Defaults = Defaults(),
+) -> SamplingParams:
+    """Sampling parameters with defaults filled in; the one set of bounds for every service."""
+    base = defaults.sampling
+    temperature = base.temperature if temperature is None else temperature
+    if not 0.0 <= temperature <= 2.0:
+        raise InvalidArgumentError(
+            f"must be in [0, 2], got {temperature}", field="sampling.temperature"
+        )
+    top_p = base.top_p if top_p is None else top_p
+    if not 0.0 < top_p <= 1.0:
+        raise InvalidArgumentError(f"must be in (0, 1], got {top_p}", field="sampling.top_p")
+    max_new_tokens = base.max_new_tokens if max_new_tokens is None else max_new_tokens
+    if not MIN_NEW_TOKENS <= max_new_tokens <= limits.max_new_tokens:
+        raise InvalidArgumentError(
+            f"must be between {MIN_NEW_TOKENS} and {limits.max_new_tokens}, got {max_new_tokens}",
+            field="sampling.max_new_tokens",
+        )
+    return SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        grammar=base.grammar if grammar is None else grammar,
+    )
+
+
 def build_item(
     *,
     query: str = "",
@@ -139,30 +175,21 @@ def build_item(
         raise InvalidArgumentError(f"must be between 1 and {limits.max_k}, got {k}", field="k")
     if k_meta is not None and aggregation is not Aggregation.META_VOTE:
         raise InvalidArgumentError("is only used with meta-vote aggregation", field="k_meta")
-    if k_meta is None:
-        k_meta = default_k_meta(k)
-    elif not 1 <= k_meta <= k:
+    if k_meta is not None and not 1 <= k_meta <= k:
         raise InvalidArgumentError(f"must be between 1 and k={k}, got {k_meta}", field="k_meta")
 
     if principles:
         _check_text(principles, "principles", limits.max_principles_chars)
     mode = principle_mode or defaults.principle_mode
 
-    base = defaults.sampling
-    temperature = base.temperature if temperature is None else temperature
-    if aggregation is Aggregation.GREEDY:
-        temperature = 0.0
-    if not 0.0 <= temperature <= 2.0:
-        raise InvalidArgumentError(f"must be in [0, 2], got {temperature}", field="temperature")
-    top_p = base.top_p if top_p is None else top_p
-    if not 0.0 < top_p <= 1.0:
-        raise InvalidArgumentError(f"must be in (0, 1], got {top_p}", field="top_p")
-    max_new_tokens = base.max_new_tokens if max_new_tokens is None else max_new_tokens
-    if not 16 <= max_new_tokens <= limits.max_new_tokens:
-        raise InvalidArgumentError(
-            f"must be between 16 and {limits.max_new_tokens}, got {max_new_tokens}",
-            field="max_new_tokens",
-        )
+    sampling = check_sampling(
+        temperature=0.0 if aggregation is Aggregation.GREEDY else temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        grammar=grammar,
+        limits=limits,
+        defaults=defaults,
+    )
     seed = defaults.seed if seed is None else seed
     if not 0 <= seed < 2**63:
         raise InvalidArgumentError(f"must be in [0, 2^63), got {seed}", field="seed")
@@ -175,12 +202,7 @@ def build_item(
         k=k,
         k_meta=k_meta,
         aggregation=aggregation,
-        sampling=SamplingParams(
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            grammar=base.grammar if grammar is None else grammar,
-        ),
+        sampling=sampling,
         seed=seed,
         principles=principles,
         principle_mode=mode,

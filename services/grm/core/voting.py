@@ -1,4 +1,4 @@
-"""Voting over samples (DESIGN §1 "Voting", "Meta RM").
+"""Voting over samples.
 
 votes_i = Σ_j S_ij over the voted samples; the reward is the mean on the 1-10 scale. Ties are
 reported, not broken: the caller decides.
@@ -36,11 +36,6 @@ def vote(score_vectors: Sequence[Sequence[int]], n: int) -> VoteOutcome:
         best=tuple(i for i, v in enumerate(votes) if v == top),
         k_used=k,
     )
-
-
-def default_k_meta(k: int) -> int:
-    """The paper's default: keep half the samples (at least one)."""
-    return max(1, k // 2)
 
 
 def select_top(meta_scores: Sequence[float], k_meta: int) -> tuple[bool, ...]:

@@ -1,5 +1,6 @@
 """Adapters for RL training frameworks: TRL (`grm.integrations.trl`), verl
-(`grm.integrations.verl`); OpenRLHF talks HTTP to the aggregator (`grm.aggregator.http_rm`).
+(`grm.integrations.verl`); OpenRLHF talks HTTP to the aggregator
+(`grm.services.aggregator.http_rm`).
 
 None of them imports its framework: each implements the framework's documented call contract
 with the SDK, so they install and test without TRL, verl or OpenRLHF.

@@ -29,7 +29,7 @@ from typing import Any
 
 from grm.client import GrmClient
 from grm.core.errors import GrmError
-from grm.integrations._groups import (
+from grm.integrations.groups import (
     DEFAULT_BATCH_ITEMS,
     DEFAULT_GROUP_SIZE,
     Query,

@@ -1,4 +1,4 @@
-"""The meta reward model interface: a scalar per sampled judgement (DESIGN §1 "Meta RM")."""
+"""The meta reward model interface: a scalar per sampled judgement."""
 
 from __future__ import annotations
 

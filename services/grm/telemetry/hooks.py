@@ -47,7 +47,7 @@ def score_request(item: Any) -> Iterator[ScoreRecord]:
             **{
                 "grm.request_id": item.request_id or None,
                 "grm.k_requested": item.k,
-                "grm.k_meta": item.k_meta,
+                "grm.k_meta": item.k_meta or 0,
                 "grm.aggregation": str(item.aggregation),
                 "grm.responses": len(item.responses),
                 "grm.latency_budget_ms": item.latency_budget_ms or None,

@@ -1,0 +1,242 @@
+"""`grm bench overhead`: Score latency through the suite vs the same k requests sent directly.
+
+Starts `grm dev-tgi --scripted` (fixed per-request latency) and `grm up --backend tgi` against
+it, both as child processes on free loopback ports. For each k and repetition it times one
+`Score` through the suite (the gRPC client, front door, samplers, TgiBackend) and one direct
+baseline on the same dev server: the k sample prompts rendered exactly as the sampler renders
+them (same templates, seeds, response orders; `/chat_tokenize`, cached like the suite's
+TgiBackend caches it), each generated with the stock `text_generation.AsyncClient` with the
+sampler's own request parameters, parsed and voted in the caller with grm.core.voting.
+The two alternate which goes first. Every repetition uses a new seed, so the suite's result
+and sample caches never hit. Ratios are suite/direct of numbers measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from text_generation import AsyncClient
+from text_generation.types import ChatRequest, Grammar, GrammarType
+from text_generation.types import Message as TgiMessage
+
+from grm.backends.tgi import TgiBackend, TgiSettings
+from grm.client import AsyncGrmClient
+from grm.core.grammar import scores_regex
+from grm.core.parsing import extract_scores
+from grm.core.plan import SamplingJob
+from grm.core.sampling import sample_spec, to_caller_order
+from grm.core.templates import load_templates
+from grm.core.types import ScoreStatus
+from grm.core.validation import build_item
+from grm.core.voting import VoteOutcome, vote
+from grm.scoring.critique import CritiqueSampler
+from grm_dev.bench import suite
+from grm_dev.bench.report import Panel, plot, table, write_json
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ks", default="1,4,8,16,32", help="comma-separated k values")
+    p.add_argument("--reps", type=int, default=50, help="timed repetitions per k and path")
+    p.add_argument("--warmup", type=int, default=3, help="untimed repetitions per k and path")
+    p.add_argument("--latency-ms", type=float, default=50.0, help="scripted server latency")
+    p.add_argument("--samplers", type=int, default=2, help="sampler processes in the suite")
+    p.add_argument("--out", default="bench-results")
+
+
+class Direct:
+    """The baseline: what a caller does without the suite, with the stock AsyncClient."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # Only used for request_for()/parameters(): the exact prompts and wire parameters.
+        self.backend = TgiBackend(TgiSettings(urls=(url,)))
+        self.sampler = CritiqueSampler(self.backend, load_templates())
+        self.session: aiohttp.ClientSession | None = None
+        self.prompts: dict[tuple[tuple[str, str], ...], str] = {}
+
+    async def __aenter__(self) -> Direct:
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def render(self, messages: Sequence[Any]) -> str:
+        """The served model's chat template applied by the server, cached per message list."""
+        key = tuple((m["role"], m["content"]) for m in messages)
+        cached = self.prompts.get(key)
+        if cached is not None:
+            return cached
+        assert self.session is not None
+        body = ChatRequest(
+            model="tgi",
+            messages=[TgiMessage(role=m["role"], content=m["content"]) for m in messages],
+        ).model_dump(mode="json", exclude_none=True)
+        async with self.session.post(f"{self.url}/chat_tokenize", json=body) as resp:
+            resp.raise_for_status()
+            prompt = str((await resp.json())["templated_text"])
+        self.prompts[key] = prompt
+        return prompt
+
+    async def score(
+        self, query: str, responses: Sequence[str], *, k: int, seed: int
+    ) -> VoteOutcome:
+        item = build_item(query=query, responses=responses, k=k, seed=seed)
+        n = len(item.responses)
+        specs = [sample_spec(item.seed, j, n, shuffle=k > 1) for j in range(k)]
+
+        async def one(spec: Any) -> tuple[int, ...] | None:
+            request = self.sampler.request_for(SamplingJob.of(item), spec)
+            grammar = (
+                Grammar(type=GrammarType.Regex, value=scores_regex(n)) if request.grammar else None
+            )
+            params = self.backend.parameters(request, request.max_new_tokens, grammar)
+            prompt = await self.render(request.messages)
+            reply = await AsyncClient(self.url, timeout=60).generate(
+                prompt,
+                do_sample=params.do_sample,
+                max_new_tokens=params.max_new_tokens,
+                seed=params.seed,
+                stop_sequences=params.stop,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                grammar=params.grammar,
+            )
+            parsed = extract_scores(reply.generated_text, n)
+            return None if parsed.scores is None else to_caller_order(parsed.scores, spec.order)
+
+        vectors = await asyncio.gather(*(one(s) for s in specs))
+        valid = [v for v in vectors if v is not None]
+        if not valid:
+            raise RuntimeError("direct baseline: no valid sample")
+        return vote(valid, n)
+
+
+async def score_suite(client: AsyncGrmClient, *, k: int, seed: int) -> float:
+    """Seconds for one Score through the suite (checked complete, all k samples used)."""
+    t0 = time.perf_counter()
+    result = await client.score(suite.QUERY, list(suite.RESPONSES), k=k, seed=seed)
+    elapsed = time.perf_counter() - t0
+    if result.status is not ScoreStatus.COMPLETE or result.k_used != k:
+        raise RuntimeError(f"suite Score k={k}: {result.status} with k_used={result.k_used}")
+    return elapsed
+
+
+async def _direct_timed(direct: Direct, *, k: int, seed: int) -> float:
+    t0 = time.perf_counter()
+    await direct.score(suite.QUERY, suite.RESPONSES, k=k, seed=seed)
+    return time.perf_counter() - t0
+
+
+async def measure(
+    url: str, address: str, ks: Sequence[int], reps: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
+    times: dict[str, dict[str, list[float]]] = {}
+    async with AsyncGrmClient(address, timeout=120) as client, Direct(url) as direct:
+        for k in ks:
+            times[str(k)] = {"suite": [], "direct": []}
+            for rep in range(warmup + reps):
+                seed = 1 + k * 1_000_000 + rep
+                order = ["suite", "direct"] if rep % 2 == 0 else ["direct", "suite"]
+                for name in order:
+                    if name == "suite":
+                        elapsed = await score_suite(client, k=k, seed=seed)
+                    else:
+                        elapsed = await _direct_timed(direct, k=k, seed=seed)
+                    if rep >= warmup:
+                        times[str(k)][name].append(elapsed)
+    return times
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    ks = suite.parse_ks(args.ks)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            suite.dev_tgi(
+                Path(tmp), latency_ms=args.latency_ms, max_concurrent=max(256, 4 * max(ks))
+            ) as url,
+            suite.suite(Path(tmp), url, samplers=args.samplers) as address,
+        ):
+            times = await measure(url, address, ks, args.reps, args.warmup)
+    results: dict[str, Any] = {}
+    rows = []
+    for k in ks:
+        s = suite.summary_ms(times[str(k)]["suite"])
+        d = suite.summary_ms(times[str(k)]["direct"])
+        r = {
+            "suite": s,
+            "direct": d,
+            "ratio_p50": s["p50_ms"] / d["p50_ms"],
+            "ratio_p99": s["p99_ms"] / d["p99_ms"],
+            "ratio_mean": s["mean_ms"] / d["mean_ms"],
+        }
+        results[str(k)] = r
+        rows.append(
+            [k, s["p50_ms"], d["p50_ms"], r["ratio_p50"], s["p99_ms"], d["p99_ms"], r["ratio_p99"]]
+        )
+    print(
+        f"Score latency, suite (grm up --backend tgi, {args.samplers} samplers) vs direct "
+        f"(stock AsyncClient + caller-side voting); scripted TGI at {args.latency_ms} ms; "
+        f"{args.reps} repetitions per k and path (p99 = nearest rank)"
+    )
+    print(
+        table(
+            ["k", "suite p50", "direct p50", "p50 ratio", "suite p99", "direct p99", "p99 ratio"],
+            rows,
+        )
+    )
+    target = results.get("8")
+    if target is not None:
+        verdict = "met" if target["ratio_p50"] <= 1.10 else "missed"
+        print(f"target p50 ratio <= 1.10 at k=8: {target['ratio_p50']:.3f} ({verdict})")
+    png = plot(
+        args.out,
+        "overhead",
+        [
+            Panel(
+                f"Score latency, suite vs direct (TGI at {args.latency_ms:g} ms)",
+                ks,
+                {
+                    f"{path} {q}": [results[str(k)][path][f"{q}_ms"] for k in ks]
+                    for path in ("suite", "direct")
+                    for q in ("p50", "p99")
+                },
+                xlabel="k (samples per Score)",
+                ylabel="latency (ms)",
+                log2_x=True,
+            ),
+            Panel(
+                "Suite / direct (same run)",
+                ks,
+                {
+                    "p50 ratio": [results[str(k)]["ratio_p50"] for k in ks],
+                    "p99 ratio": [results[str(k)]["ratio_p99"] for k in ks],
+                },
+                xlabel="k (samples per Score)",
+                ylabel="suite / direct",
+                targets={"target 1.10 (k=8)": 1.10},
+                log2_x=True,
+            ),
+        ],
+    )
+    payload = {
+        "ks": ks,
+        "reps": args.reps,
+        "warmup": args.warmup,
+        "latency_ms": args.latency_ms,
+        "samplers": args.samplers,
+        "results": results,
+        "times_s": times,
+        "plot": png.name if png else None,
+    }
+    path = write_json(args.out, "overhead", payload)
+    print(f"wrote {path}")
+    return payload

@@ -1,0 +1,209 @@
+"""Command line of the TGI dev server: `grm dev-tgi` / `python -m grm_dev.devtgi`.
+
+`add_arguments(parser)` declares the flags, `run(args)` serves until SIGINT/SIGTERM, and
+`main(argv)` does both; `start_dev_server(...)` starts one in-process (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from grm_dev.devtgi.app import STATE, DevTgiSettings, DevTgiState, FaultSettings, create_app
+from grm_dev.devtgi.engines import EmbeddedEngine, Engine, ScriptedEngine
+
+log = logging.getLogger("grm_dev.devtgi")
+
+DEFAULT_PORT = 3000  # TGI's router default
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `grm dev-tgi` flags."""
+    p = parser
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free port)")
+    p.add_argument("--port-file", default=None, help="write the bound port to this file")
+    p.add_argument(
+        "--scripted",
+        action="store_true",
+        help="serve valid GRM outputs without a model (fault tests, benchmarks)",
+    )
+    p.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="model context = max_total_tokens")
+    p.add_argument("--n-threads", type=int, default=None, help="llama.cpp threads")
+    p.add_argument("--model-id", default=None, help="model id reported by /info")
+    p.add_argument("--max-concurrent-requests", type=int, default=128, help="beyond: 429")
+    p.add_argument("--max-input-tokens", type=int, default=None, help="default: total - 1")
+    p.add_argument("--max-total-tokens", type=int, default=None, help="default: n_ctx (8192)")
+    p.add_argument("--max-best-of", type=int, default=2)
+    p.add_argument("--max-stop-sequences", type=int, default=4)
+    f = p.add_argument_group("faults (per /generate request)")
+    f.add_argument("--latency-ms", type=float, default=0.0, help="added latency (median)")
+    f.add_argument("--latency-dist", choices=["fixed", "lognormal"], default="fixed")
+    f.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal sigma")
+    f.add_argument("--error-429-rate", type=float, default=0.0, help="share answered 429")
+    f.add_argument("--error-422-rate", type=float, default=0.0, help="share answered 422")
+    f.add_argument("--error-500-rate", type=float, default=0.0, help="share answered 500")
+    f.add_argument("--timeout-rate", type=float, default=0.0, help="share that hang")
+    f.add_argument("--garbage-rate", type=float, default=0.0, help="share with no score line")
+    f.add_argument("--wrong-count-rate", type=float, default=0.0, help="share with n+1 scores")
+    f.add_argument("--disconnect-rate", type=float, default=0.0, help="share dropped mid-way")
+    f.add_argument(
+        "--fault-sequence",
+        default="",
+        help="faults of the first requests, comma-separated (ok,429,422,500,timeout,garbage,"
+        "wrong-count,disconnect), before the rates apply",
+    )
+    f.add_argument("--hang-s", type=float, default=3600.0, help="how long a timeout hangs")
+    f.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
+    p.add_argument("--log-level", default="INFO")
+
+
+def build_settings(args: argparse.Namespace) -> DevTgiSettings:
+    """Typed settings from the parsed flags (ValueError on nonsense)."""
+    faults = FaultSettings(
+        latency_ms=args.latency_ms,
+        latency_dist=args.latency_dist,
+        latency_sigma=args.latency_sigma,
+        rate_429=args.error_429_rate,
+        rate_422=args.error_422_rate,
+        rate_500=args.error_500_rate,
+        rate_timeout=args.timeout_rate,
+        rate_garbage=args.garbage_rate,
+        rate_wrong_count=args.wrong_count_rate,
+        rate_disconnect=args.disconnect_rate,
+        sequence=tuple(x.strip() for x in args.fault_sequence.split(",") if x.strip()),
+        hang_s=args.hang_s,
+        seed=args.fault_seed,
+    )
+    return DevTgiSettings(
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_input_tokens=args.max_input_tokens,
+        max_total_tokens=args.max_total_tokens,
+        max_best_of=args.max_best_of,
+        max_stop_sequences=args.max_stop_sequences,
+        model_id=args.model_id,
+        faults=faults,
+    )
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    if args.scripted:
+        return ScriptedEngine(max_total_tokens=args.max_total_tokens or 8192)
+    from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
+
+    backend = EmbeddedBackend(
+        EmbeddedSettings(model_path=args.model_path, n_ctx=args.n_ctx, n_threads=args.n_threads)
+    )
+    return EmbeddedEngine(backend)
+
+
+@dataclass
+class DevTgiServer:
+    """A running dev server: its URL, live state and runner."""
+
+    url: str
+    port: int
+    state: DevTgiState
+    runner: web.AppRunner
+    loader: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Stop serving, then release the engine (model)."""
+        if self.loader is not None:
+            self.loader.cancel()
+            await asyncio.gather(self.loader, return_exceptions=True)
+        await self.runner.cleanup()
+        await self.state.engine.close()
+
+
+async def start_dev_server(
+    engine: Engine,
+    settings: DevTgiSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    wait_ready: bool = True,
+) -> DevTgiServer:
+    """Serve on host:port (0 = a free port). /health answers 503 until the engine is loaded;
+    with wait_ready=False the engine loads in the background."""
+    app = create_app(engine, settings)
+    state = app[STATE]
+    # handler_cancellation: a client that goes away cancels its generation, as in TGI.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+
+    async def load() -> None:
+        await engine.start()
+        state.ready = True
+
+    loader = None
+    if wait_ready:
+        await load()
+    else:
+        loader = asyncio.create_task(load())
+    display = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://{display}:{bound}"
+    return DevTgiServer(url=url, port=bound, state=state, runner=runner, loader=loader)
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = build_settings(args)
+    except ValueError as exc:
+        raise SystemExit(f"grm dev-tgi: error: {exc}") from None
+    engine = build_engine(args)
+    server = await start_dev_server(
+        engine, settings, host=args.host, port=args.port, wait_ready=False
+    )
+    if args.port_file:
+        _write_port(args.port_file, server.port)
+    mode = "scripted" if args.scripted else "embedded model"
+    log.info("grm dev-tgi (%s) listening on %s", mode, server.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loader = server.loader
+    if loader is not None:  # a model that fails to load ends the server, not a silent 503
+        loader.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
+    try:
+        await stop.wait()
+        if loader is not None and loader.done() and not loader.cancelled() and loader.exception():
+            raise SystemExit(f"grm dev-tgi: the engine did not start: {loader.exception()}")
+    finally:
+        await server.close()
+
+
+def _write_port(path: str, port: int) -> None:
+    Path(path).write_text(str(port), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="grm dev-tgi", description="A TGI-compatible development server (see grm_dev.devtgi)."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        build_settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

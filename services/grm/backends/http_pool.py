@@ -1,0 +1,294 @@
+"""A pool of HTTP endpoints serving one model: pooled sessions, least-loaded choice, retries.
+
+Every HTTP engine backend (TGI; the OpenAI-compatible engines) needs the same things from its
+endpoints, so they live here once, apart from any engine's protocol:
+
+- **one pooled `aiohttp.ClientSession` per endpoint** (keep-alive connections; the in-flight
+  bound, not the connector, limits concurrency);
+- **least-loaded choice**: the endpoint with the fewest in-flight requests relative to its
+  bound, healthy ones first, round-robin among equals;
+- **backpressure**: a call that needs a slot waits (until its deadline) while every endpoint
+  is full;
+- **retries inside the deadline**: an overload (`Retry("overloaded")`, e.g. HTTP 429) is
+  retried with full jitter, then RESOURCE_EXHAUSTED; an outage (`Retry("unavailable")`,
+  connection errors, 5xx) moves to another endpoint, then UNAVAILABLE. A timeout at the
+  caller's deadline is DEADLINE_EXCEEDED; at the backend's own cap, UNAVAILABLE.
+
+The engine's protocol module says how a reply maps onto `Retry` or a final GrmError.
+Cancellation reaches the engine: a cancelled call closes its HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+
+from grm.core.errors import (
+    BackendError,
+    DeadlineExceededError,
+    GrmError,
+    ResourceExhaustedError,
+)
+
+T = TypeVar("T")
+
+
+class Retry(Exception):
+    """One attempt failed in a way another attempt may fix."""
+
+    def __init__(self, kind: str, cause: BaseException | str) -> None:
+        self.kind = kind  # "overloaded" | "unavailable"
+        self.cause = cause
+        super().__init__(f"{kind}: {cause}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a call tries before it gives up."""
+
+    overload_retries: int = 4  # overloads retried per call (with jitter), then RESOURCE_EXHAUSTED
+    unavailable_retries: int = 2  # outages retried per call (another endpoint), then UNAVAILABLE
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 2.0
+    down_cooloff_s: float = 2.0  # an endpoint that failed is avoided this long
+
+
+@dataclass
+class Endpoint:
+    """One engine server: its pooled session, what it reported at start-up, its live load."""
+
+    url: str
+    limit: int
+    session: aiohttp.ClientSession | None = None
+    info: dict[str, Any] | None = None  # what the engine reported (None: not configured yet)
+    in_flight: int = 0
+    down_until: float = 0.0
+    last_pick: int = 0
+    requests: int = 0
+    failures: int = 0
+    error: str = ""  # why it is not configured (or was refused: another model)
+
+    @property
+    def ready(self) -> bool:
+        return self.info is not None and not self.error
+
+
+def new_session() -> aiohttp.ClientSession:
+    """One pooled keep-alive session per endpoint (unbounded pool: the in-flight bound rules)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+class EndpointPool:
+    """The endpoints of one backend; `call` runs an operation on the best one, with retries."""
+
+    def __init__(
+        self, urls: Sequence[str], *, engine: str, default_limit: int, retry: RetryPolicy
+    ) -> None:
+        self.engine = engine  # for messages: "TGI", "vLLM", ...
+        self.retry = retry
+        self.endpoints = [Endpoint(url=u, limit=default_limit) for u in urls]
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._freed: asyncio.Event | None = None  # set whenever a slot frees or an endpoint joins
+        self._picks = 0
+
+    def open(self) -> None:
+        """Open one session per endpoint (inside the running event loop)."""
+        self._freed = asyncio.Event()
+        for e in self.endpoints:
+            if e.session is None:
+                e.session = new_session()
+
+    async def close(self) -> None:
+        for e in self.endpoints:
+            if e.session is not None:
+                await e.session.close()
+                e.session = None
+
+    @property
+    def ready(self) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.ready]
+
+    def slots_changed(self) -> asyncio.Event:
+        """Set whenever a slot frees or an endpoint becomes ready (waiters re-pick)."""
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        return self._freed
+
+    async def probe(self, path: str, *, timeout_s: float = 2.0) -> bool:
+        """Whether any configured endpoint answers GET `path` with 200 now; failing ones are
+        avoided for the cool-off."""
+
+        async def one(e: Endpoint) -> bool:
+            if not e.ready or e.session is None:
+                return False
+            try:
+                timeout = aiohttp.ClientTimeout(total=timeout_s)
+                async with e.session.get(f"{e.url}{path}", timeout=timeout) as resp:
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if not ok:
+                e.down_until = time.monotonic() + self.retry.down_cooloff_s
+            return ok
+
+        return any(await asyncio.gather(*(one(e) for e in self.endpoints)))
+
+    def pick(self, avoid: set[str], slot: bool) -> Endpoint | None:
+        """The least-loaded usable endpoint: healthy first, then not yet failed for this call."""
+        now = time.monotonic()
+        usable = [e for e in self.endpoints if e.ready and (not slot or e.in_flight < e.limit)]
+        if not usable:
+            return None
+        for choice in (
+            [e for e in usable if e.url not in avoid and e.down_until <= now],
+            [e for e in usable if e.url not in avoid],
+            [e for e in usable if e.down_until <= now],
+            usable,
+        ):
+            if choice:
+                best = min(choice, key=lambda e: (e.in_flight / e.limit, e.last_pick))
+                self._picks += 1
+                best.last_pick = self._picks
+                return best
+        return None  # pragma: no cover - `usable` is not empty
+
+    async def _acquire(self, avoid: set[str], deadline: float, caller_bound: bool) -> Endpoint:
+        """A slot on the least-loaded endpoint; waits (until the deadline) while all are full."""
+        changed = self.slots_changed()
+        while True:
+            e = self.pick(avoid, slot=True)
+            if e is not None:
+                e.in_flight += 1
+                return e
+            left = deadline - time.monotonic()
+            what = f"waiting for a free {self.engine} slot"
+            if left <= 0:
+                raise deadline_error(caller_bound, what)
+            changed.clear()  # no await since pick(): no release can be missed
+            self.stats["waited_for_slot"] += 1
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=left)
+            except TimeoutError:
+                raise deadline_error(caller_bound, what) from None
+
+    def _release(self, e: Endpoint) -> None:
+        """Synchronous, so a cancelled call can never keep its slot."""
+        e.in_flight -= 1
+        self.slots_changed().set()
+
+    async def call(
+        self,
+        op: Callable[[Endpoint, float], Awaitable[T]],
+        deadline: float,
+        caller_bound: bool,
+        *,
+        slot: bool,
+    ) -> T:
+        """Run `op(endpoint, seconds_left)`, retrying overloads (jitter) and outages (other
+        endpoints). `slot`: the call holds one of the endpoint's in-flight slots."""
+        r, name = self.retry, self.engine
+        overloads = outages = 0
+        avoid: set[str] = set()
+        while True:
+            if slot:
+                e = await self._acquire(avoid, deadline, caller_bound)
+            else:
+                picked = self.pick(avoid, slot=False)
+                if picked is None:
+                    raise BackendError(f"no {name} endpoint is configured")
+                e = picked
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise out_of_time(caller_bound, f"before the {name} call", overloads, name)
+                e.requests += 1
+                return await op(e, left)
+            except Retry as retry:
+                e.failures += 1
+                self.stats[retry.kind] += 1
+                if retry.kind == "overloaded":
+                    overloads += 1
+                    if overloads > r.overload_retries:
+                        raise ResourceExhaustedError(
+                            f"{name} is overloaded ({overloads} overload replies; last from "
+                            f"{e.url}: {retry.cause})"
+                        ) from None
+                    delay = random.uniform(0, min(r.backoff_max_s, r.backoff_base_s * 2**overloads))
+                    if time.monotonic() + delay >= deadline:
+                        raise ResourceExhaustedError(
+                            f"{name} is overloaded and the deadline leaves no time to retry "
+                            f"(last from {e.url}: {retry.cause})"
+                        ) from None
+                else:
+                    outages += 1
+                    e.down_until = time.monotonic() + r.down_cooloff_s
+                    avoid.add(e.url)
+                    if outages > r.unavailable_retries:
+                        raise BackendError(
+                            f"{name} unavailable after {outages} tries (last {e.url}: "
+                            f"{retry.cause})"
+                        ) from None
+                    others = any(
+                        x.ready and x.url not in avoid and x.down_until <= time.monotonic()
+                        for x in self.endpoints
+                    )
+                    delay = 0.0 if others else random.uniform(0, r.backoff_base_s * 2**outages)
+                    if time.monotonic() + delay >= deadline:
+                        raise BackendError(
+                            f"{name} unavailable and no time left to retry ({e.url}: {retry.cause})"
+                        ) from None
+            except TimeoutError:
+                e.failures += 1
+                raise out_of_time(
+                    caller_bound, f"{name} call to {e.url}", overloads, name
+                ) from None
+            except aiohttp.ClientError as exc:  # connection refused / reset, bad payload
+                e.failures += 1
+                outages += 1
+                self.stats["unavailable"] += 1
+                e.down_until = time.monotonic() + r.down_cooloff_s
+                avoid.add(e.url)
+                if outages > r.unavailable_retries:
+                    raise BackendError(
+                        f"{name} unavailable after {outages} tries (last {e.url}: "
+                        f"{type(exc).__name__}: {exc})"
+                    ) from None
+                delay = 0.0
+            finally:
+                if slot:
+                    self._release(e)
+            if delay:
+                await asyncio.sleep(delay)
+
+
+def call_deadline(caller: float | None, cap_s: float) -> tuple[float, bool]:
+    """(monotonic deadline, whether it is the caller's rather than the backend's own cap)."""
+    own = time.monotonic() + cap_s
+    if caller is None:
+        return own, False
+    return (caller, True) if caller <= own else (own, False)
+
+
+def out_of_time(caller_bound: bool, what: str, overloads: int, engine: str) -> GrmError:
+    """The deadline passed while retrying overloads: the cause to report is the overload."""
+    if overloads:
+        return ResourceExhaustedError(
+            f"{engine} is overloaded ({overloads} overload replies); the deadline passed {what}"
+        )
+    return deadline_error(caller_bound, what)
+
+
+def deadline_error(caller_bound: bool, what: str) -> GrmError:
+    if caller_bound:
+        return DeadlineExceededError(f"the deadline passed {what}")
+    return BackendError(f"timed out {what} (request_timeout_s)")

@@ -1,0 +1,292 @@
+"""The `grm` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import IO, Any
+
+from grm.core.errors import GrmError
+from grm.core.types import Aggregation, PrincipleMode
+from grm.core.validation import Defaults, Limits, build_item
+
+
+def _add_scoring_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=None, help="samples per item (default 4)")
+    p.add_argument(
+        "--k-meta", type=int, default=None, help="samples kept by meta-vote (default k/2)"
+    )
+    p.add_argument(
+        "--aggregation", choices=[a.value for a in Aggregation], default=None, help="default: vote"
+    )
+    p.add_argument("--principle-mode", choices=[m.value for m in PrincipleMode], default=None)
+    p.add_argument("--temperature", type=float, default=None, help="default 0.5")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default 256")
+    p.add_argument("--no-grammar", action="store_true", help="do not force the final score line")
+    p.add_argument("--seed", type=int, default=None, help="request seed (default 0)")
+
+
+def _item_builder(args: argparse.Namespace) -> Any:
+    return functools.partial(
+        build_item,
+        k=args.k,
+        k_meta=args.k_meta,
+        aggregation=Aggregation(args.aggregation) if args.aggregation else None,
+        principle_mode=PrincipleMode(args.principle_mode) if args.principle_mode else None,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        grammar=False if args.no_grammar else None,
+        seed=args.seed,
+        limits=Limits(),
+        defaults=Defaults(),
+    )
+
+
+@contextlib.contextmanager
+def _files(args: argparse.Namespace) -> Iterator[tuple[IO[bytes], IO[str]]]:
+    """The input file and the output (a file or stdout)."""
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(args.file, "rb"))
+        out = (
+            stack.enter_context(open(args.output, "w", encoding="utf-8"))
+            if args.output
+            else sys.stdout
+        )
+        yield stream, out
+
+
+async def _score_with(args: argparse.Namespace, score: Callable[[Any], Awaitable[Any]]) -> int:
+    """Score the file with `score` (local pipeline or remote client): the same records."""
+    from grm.cli.scorefile import run_scorefile
+
+    build = _item_builder(args)
+    with _files(args) as (stream, out):
+        ok, failed = await run_scorefile(
+            stream,
+            out,
+            lambda fields: build(**fields),
+            score,
+            details=args.details,
+            concurrency=args.concurrency,
+            progress=not args.quiet,
+        )
+    print(f"scored {ok} item(s), {failed} failed", file=sys.stderr)
+    return 0 if failed == 0 else 3
+
+
+async def _score_local(args: argparse.Namespace) -> int:
+    from grm.cli.local import build_local_stack
+
+    stack = build_local_stack(
+        model_path=args.model_path,
+        n_ctx=args.n_ctx,
+        meta_rm=args.meta_rm,
+        meta_rm_url=args.meta_rm_url,
+    )
+    try:
+        await stack.start()
+        return await _score_with(args, stack.pipeline.score)
+    finally:
+        await stack.close()
+
+
+async def _score_remote(args: argparse.Namespace) -> int:
+    """`grm score FILE --target HOST:PORT`: scored by the service through the client SDK."""
+    import os
+
+    from grm.client import AsyncGrmClient
+    from grm.rpc.options import CLIENT_SECURITY_OPTIONS, client_security, resolve
+
+    security = client_security(resolve(args, CLIENT_SECURITY_OPTIONS, os.environ), os.environ)
+    async with AsyncGrmClient(args.target, timeout=args.timeout, security=security) as client:
+
+        async def score(item: Any) -> Any:
+            return await client.score_item(item, include_samples=args.details)
+
+        return await _score_with(args, score)
+
+
+_SERVICES = {
+    "aggregator": "grm.services.aggregator.main",
+    "principles": "grm.services.principles.main",
+    "sampler": "grm.services.sampler.main",
+}
+
+
+def _add_serve_parser(sub: Any) -> None:
+    import importlib
+
+    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
+    which = serve.add_subparsers(dest="service", required=True)
+    for name, module in _SERVICES.items():
+        p = which.add_parser(name, help=f"the {name} service")
+        importlib.import_module(module).add_arguments(p)
+
+
+def _add_up_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run the whole suite locally (front door on 127.0.0.1:50051)")
+    up.add_argument("--host", default="127.0.0.1", help="address every service listens on")
+    up.add_argument("--port", type=int, default=50051, help="the front door's port (0 = any)")
+    up.add_argument("--samplers", type=int, default=2, help="critique sampler processes")
+    up.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
+    up.add_argument("--n-ctx", type=int, default=4096, help="model context length")
+    up.add_argument(
+        "--threads-per-sampler", type=int, default=None, help="default: cores / samplers"
+    )
+    up.add_argument("--meta-rm", default="agreement", help="agreement | llm | none")
+    up.add_argument("--port-file", default=None, help="write the front door's port here")
+    up.add_argument("--startup-timeout", type=float, default=180.0, help="seconds")
+    from grm.cli.up import add_up_options
+
+    add_up_options(up)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import importlib
+    import logging
+    import os
+
+    module = importlib.import_module(_SERVICES[args.service])
+    settings = module.build_settings(args, os.environ)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(module.run(settings))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    import logging
+
+    from grm.cli.up import UpSettings, run_up, up_options
+
+    logging.basicConfig(level="INFO", format="%(asctime)s grm-up %(levelname)s: %(message)s")
+    settings = UpSettings(
+        host=args.host,
+        port=args.port,
+        samplers=args.samplers,
+        model_path=args.model_path,
+        n_ctx=args.n_ctx,
+        threads_per_sampler=args.threads_per_sampler,
+        meta_rm=args.meta_rm,
+        port_file=args.port_file,
+        startup_timeout_s=args.startup_timeout,
+        **up_options(args),
+    )
+    return asyncio.run(run_up(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grm", description="GRM Suite: generative reward scoring")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score a JSONL file of {id, query, responses}")
+    score.add_argument("file", help='input JSONL: {"id", "query", "responses": [...]} per line')
+    score.add_argument("-o", "--output", help="write results here instead of stdout")
+    score.add_argument("--details", action="store_true", help="include every sample")
+    score.add_argument("--concurrency", type=int, default=1, help="items in progress at once")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
+    score.add_argument("--n-ctx", type=int, default=4096, help="model context length")
+    score.add_argument(
+        "--meta-rm", default="agreement", help="meta RM for meta-vote: agreement|llm|http|none"
+    )
+    score.add_argument(
+        "--meta-rm-url", default=None, help="http meta RM: /classify or /predict URL"
+    )
+    score.add_argument(
+        "--target", default=None, help="score through a running RewardService at HOST:PORT"
+    )
+    score.add_argument(
+        "--timeout", type=float, default=600.0, help="--target: seconds per item (deadline)"
+    )
+    from grm.rpc.options import CLIENT_SECURITY_OPTIONS, add_options
+
+    add_options(score, CLIENT_SECURITY_OPTIONS)  # --target over TLS / with a bearer token
+    _add_scoring_args(score)
+    _add_serve_parser(sub)
+    _add_up_parser(sub)
+    _add_tool_parsers(sub)
+    return parser
+
+
+def _add_tool_parsers(sub: Any) -> None:
+    """Tools that are not services: SPCT data, and (with grm-suite-dev) the TGI stand-in and
+    the benchmarks."""
+    from grm.cli import spct_data
+
+    spct = sub.add_parser(
+        "spct-data", help="SPCT training data (RFT + meta-RM) from labeled preferences"
+    )
+    spct_data.add_arguments(spct)
+    dev_tgi = sub.add_parser(
+        "dev-tgi", help="a TGI-compatible HTTP server (embedded model or --scripted outputs)"
+    )
+    bench = sub.add_parser("bench", help="benchmarks: each prints a table and writes JSON")
+    try:
+        from grm_dev.bench.__main__ import add_parsers as add_bench_parsers
+        from grm_dev.devtgi.main import add_arguments as add_devtgi_arguments
+    except ImportError:  # the runtime image: no development tools
+        for p in (dev_tgi, bench):
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    add_devtgi_arguments(dev_tgi)
+    add_bench_parsers(bench.add_subparsers(dest="scenario", required=True))
+
+
+def _dev_tools_missing(command: str) -> int:
+    print(
+        f"grm: error: `grm {command}` is a development tool; install it with "
+        "`pip install -e ./dev` from a source checkout (scripts/dev.sh setup does)",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "score":
+            if args.target:
+                return asyncio.run(_score_remote(args))
+            return asyncio.run(_score_local(args))
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "up":
+            return _up(args)
+        if args.command in ("dev-tgi", "bench") and hasattr(args, "rest"):
+            return _dev_tools_missing(args.command)
+        if args.command == "dev-tgi":
+            from grm_dev.devtgi.main import run as run_devtgi
+
+            asyncio.run(run_devtgi(args))
+            return 0
+        if args.command == "spct-data":
+            from grm.cli.spct_data import run_cli as run_spct_cli
+
+            asyncio.run(run_spct_cli(args))
+            return 0
+        if args.command == "bench":
+            from grm_dev.bench.__main__ import run as run_bench
+
+            return run_bench(args)
+    except GrmError as exc:
+        print(f"grm: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing input file, a port already in use
+        print(f"grm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

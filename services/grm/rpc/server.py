@@ -1,0 +1,458 @@
+"""gRPC server plumbing shared by the three services.
+
+Every service gets the same hygiene from here: a `grpc.aio` server, the standard health
+service (NOT_SERVING until the backend is loaded), server reflection, one interceptor that
+maps the GrmError hierarchy to status codes, raised message sizes, keepalive and a maximum
+connection age (so clients re-balance onto new pods), and a graceful SIGTERM shutdown.
+
+Transport security (grm.rpc.security): TLS or mutual TLS when a certificate is configured, and
+a bearer token every call must carry when one is configured (health and reflection excepted).
+With TLS, an optional plaintext port serves only the health service, for kubelet gRPC probes
+(they cannot speak TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from grm.core.errors import GrmError
+from grm.rpc.convert import FIELD_METADATA_KEY, status_code
+from grm.rpc.security import ClientSecurity, ServerTls, aio_channel, bearer_ok, is_open_method
+from grm.telemetry import ServerTraceInterceptor
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Transport settings common to every service."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port (the bound port is returned by start())
+    grace_s: float = 10.0  # in-flight RPCs get this long to finish on SIGTERM
+    max_message_mb: int = 64  # batches of long responses exceed gRPC's 4 MiB default
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    max_connection_age_s: float = 300.0  # clients reconnect (and re-balance) after this
+    max_connection_age_grace_s: float = 30.0
+    port_file: str | None = None  # write the bound port here once listening (for `grm up`)
+    metrics_port: int = 0  # Prometheus /metrics on host:metrics_port (0 = off)
+    log_format: str = "text"  # text | json (structured, with trace and request ids)
+    log_content: bool = False  # log prompts and generations (never by default)
+    tls: ServerTls | None = None  # None: plaintext
+    auth_token: str | None = field(default=None, repr=False)  # required bearer token
+    health_port: int = 0  # plaintext health-only port for kubelet probes (0 = off)
+
+
+def server_options(s: ServerSettings) -> list[tuple[str, Any]]:
+    size = s.max_message_mb * MiB
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Accept client pings as often as our own clients send them (default is 5 minutes,
+        # after which a pinging client would be sent GOAWAY "too_many_pings").
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace_s * 1000)),
+        # A port already in use is an error, not silently shared with another process.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
+    """Options for channels between the services and from the client."""
+    size = max_message_mb * MiB
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),  # retries are explicit (client SDK), never hidden
+        # A lost peer is redialled at least every 2 s (gRPC's default backoff grows to 120 s),
+        # so a sampler or principle generator that comes back is used again within seconds.
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request body that failed to parse (e.g. invalid UTF-8 in a string field)."""
+
+    error: str
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that hands a parse failure to the handler instead of raising.
+
+    grpc reports a raising deserializer as UNKNOWN; a malformed request is the caller's
+    fault, so the interceptor turns it into INVALID_ARGUMENT instead.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or whatever a custom deserializer raises
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps GrmError to its status code; anything unexpected becomes a logged INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # health Watch and reflection streams pass through untouched
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
+                log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request: cannot be decoded ({request.error})",
+                )
+            try:
+                return await inner(request, context)
+            except GrmError as exc:
+                if exc.field:
+                    context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
+                log.info("%s -> %s: %s", method, exc.code, exc)
+                await context.abort(status_code(exc), str(exc))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                log.exception("%s failed", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=_lenient(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <token>`; health checks and reflection stay open.
+
+    The token is compared in constant time and never logged; a rejected call gets
+    UNAUTHENTICATED before any servicer code runs.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "AuthInterceptor(<token>)"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or is_open_method(method):
+            return handler
+        if bearer_ok(handler_call_details.invocation_metadata, self._token):
+            return handler
+        log.info("%s -> UNAUTHENTICATED: missing or wrong bearer token", method)
+        return _rejecting(handler)
+
+
+def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
+
+    async def reject(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(reject, **kw)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(reject, **kw)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(reject, **kw)
+    return grpc.stream_stream_rpc_method_handler(reject, **kw)
+
+
+class _LastStatus:
+    """A Watch's context that remembers whether the last status written was NOT_SERVING."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.not_serving = asyncio.Event()
+
+    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
+        await self._context.write(message)
+        if message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+            self.not_serving.set()
+        else:
+            self.not_serving.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+class DrainingHealthServicer(health.aio.HealthServicer):
+    """grpc's health servicer, whose Watch streams end (after NOT_SERVING) once draining starts.
+
+    A Watch never finishes by itself, so a single watcher (a load balancer, a sidecar, a
+    client-side health check) would otherwise hold a stopping server for its whole grace
+    period after the real in-flight requests have finished.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._draining = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        sent = _LastStatus(context)
+        watch = asyncio.ensure_future(super().Watch(request, sent))
+        draining = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({watch, draining}, return_when=asyncio.FIRST_COMPLETED)
+            if not watch.done():
+                # The watcher hears NOT_SERVING first; the stream ends only between writes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sent.not_serving.wait(), 1.0)
+        finally:
+            for task in (watch, draining):
+                task.cancel()
+            await asyncio.gather(watch, draining, return_exceptions=True)
+
+    async def enter_graceful_shutdown(self) -> None:
+        await super().enter_graceful_shutdown()
+        self._draining.set()
+
+
+class GrmServer:
+    """One grpc.aio server with health, reflection and the error interceptor."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        register: Sequence[Callable[[grpc.aio.Server], None]],
+        service_names: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        interceptors: list[grpc.aio.ServerInterceptor] = [ServerTraceInterceptor()]
+        if settings.auth_token:
+            interceptors.append(AuthInterceptor(settings.auth_token))
+        interceptors.append(ErrorInterceptor())
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+        for add in register:
+            add(self.server)
+        self.health = DrainingHealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = ["", *service_names]
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        self.port: int | None = None
+        # Kubelet gRPC probes speak plaintext only: with TLS they get a health-only port.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if settings.health_port:
+            self.health_server = grpc.aio.server(options=server_options(settings))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and start with health NOT_SERVING; returns the bound port."""
+        s = self.settings
+        self.port = _bind(self.server, f"{s.host}:{s.port}", s.tls)
+        if self.health_server is not None:
+            self.health_port = _bind(self.health_server, f"{s.host}:{s.health_port}", None)
+        if s.auth_token and s.tls is None:
+            log.warning("a bearer token is required but TLS is off: tokens cross in clear text")
+        await self.set_serving(False)
+        await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+        if self.settings.port_file:
+            write_port_file(self.settings.port_file, self.port)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.service_names:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, then stop accepting RPCs; in-flight ones get `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_s if grace is None else grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+
+
+def _bind(server: grpc.aio.Server, where: str, tls: ServerTls | None) -> int:
+    """Add a (TLS or plaintext) port; a failed bind is an OSError naming the address."""
+    try:
+        port = (
+            server.add_secure_port(where, tls.credentials())
+            if tls is not None
+            else server.add_insecure_port(where)
+        )
+    except RuntimeError as exc:  # grpc reports a failed bind this way
+        raise OSError(f"cannot listen on {where}: {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {where}")
+    return port
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Write atomically, so a reader never sees an empty or half-written file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+async def serve(
+    server: GrmServer,
+    *,
+    warm_up: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a service until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully.
+
+    Health stays NOT_SERVING until `warm_up` (loading the model) returns, so a readiness
+    probe never routes traffic to a pod that cannot answer yet.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        _telemetry(server)
+        port = await server.start()
+        log.info(
+            "listening on %s:%d (%s; NOT_SERVING until warm)",
+            server.settings.host,
+            port,
+            _transport(server),
+        )
+        if warm_up is not None:
+            warm = asyncio.ensure_future(warm_up())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({warm, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not warm.done():
+                warm.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warm
+            else:
+                stopping.cancel()
+                warm.result()  # a failed load ends the service (non-zero exit in main)
+        if not stop.is_set():
+            await server.set_serving(True)
+            log.info("SERVING on %s:%d", server.settings.host, port)
+            await stop.wait()
+        log.info("stopping: NOT_SERVING, %.1fs grace for in-flight RPCs", server.settings.grace_s)
+    finally:
+        await server.stop()
+        if close is not None:
+            await close()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+def _transport(server: GrmServer) -> str:
+    """What a log line says about transport security (never the token itself)."""
+    s = server.settings
+    parts = ["mutual TLS" if s.tls and s.tls.mutual else "TLS" if s.tls else "plaintext"]
+    if s.auth_token:
+        parts.append("bearer token required")
+    if server.health_port:
+        parts.append(f"plaintext health on port {server.health_port}")
+    return ", ".join(parts)
+
+
+def _telemetry(server: GrmServer) -> None:
+    """Providers from OTEL_* (export only when configured), /metrics, the log format."""
+    from grm import telemetry
+
+    s = server.settings
+    name = next(
+        (telemetry.SERVICE_NAMES[n] for n in server.service_names if n in telemetry.SERVICE_NAMES),
+        "grm",
+    )
+    telemetry.configure_logging(s.log_format, name, content=s.log_content)
+    telemetry.setup(name, host=s.host, metrics_port=s.metrics_port)
+
+
+async def wait_serving(
+    address: str,
+    *,
+    within_s: float,
+    service: str = "",
+    interval: float = 0.1,
+    security: ClientSecurity | None = None,
+) -> None:
+    """Poll a server's health until SERVING (for `grm up` and tests); raises TimeoutError."""
+    async with aio_channel(address, security) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{address} did not become SERVING within {within_s:.0f}s")
+            await asyncio.sleep(interval)

@@ -1,0 +1,352 @@
+"""The aggregator's view of the sampler pool and the principle generator, over gRPC.
+
+`RemoteSamplerPool` is a SampleSource for the ScoringPipeline: it spreads one request's k
+samples over all sampler endpoints (one channel each, least loaded first, round-robin among
+equals), gives each call the caller's remaining deadline minus a reserve, and turns a lost
+endpoint into invalid "sampler unavailable" samples — which the pipeline re-samples, and this
+pool then sends to the endpoints that are still up. A sampler's INVALID_ARGUMENT (e.g. the
+prompt is over its model's input limit) is the caller's error: it is raised, not re-sampled.
+
+The address set can change at run time (`update_addresses`, fed by sampler discovery): new
+endpoints join, gone ones stop getting work and their channels close once their in-flight
+calls end. An empty pool is allowed (discovery may find no ready sampler yet): sampling then
+yields "sampler unavailable" samples (UNAVAILABLE) and the free capacity is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from grm.core.errors import DeadlineExceededError, UnavailableError
+from grm.core.plan import MARGINS, SamplingJob
+from grm.core.planner import LatencyWindow
+from grm.core.sampling import DEADLINE_REASON, unfinished
+from grm.core.types import ModelInfo, Sample, SampleSpec
+from grm.rpc import convert
+from grm.rpc.security import ClientSecurity, aio_channel
+from grm.rpc.server import channel_options
+from grm.scoring.principles import PrincipleSet
+from grm.telemetry import ClientTraceInterceptor
+from grm.v1 import critique_pb2, critique_pb2_grpc, principle_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_REASON = "sampler unavailable"
+# Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
+_LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+
+
+@dataclass
+class Endpoint:
+    """One sampler address, its channel and what this aggregator knows of its load."""
+
+    address: str
+    channel: grpc.aio.Channel | None = None
+    stub: critique_pb2_grpc.CritiqueServiceStub | None = None
+    capacity: int | None = None  # from the sampler's last load report (None: not heard yet)
+    outstanding: int = 0  # samples this aggregator has in flight there
+    down_until: float = 0.0
+    samples_sent: int = 0
+    failures: int = 0
+    last_error: str = field(default="", repr=False)
+    retired: bool = False  # removed from the pool: close the channel when idle
+
+
+class RemoteSamplerPool:
+    """A SampleSource over a set of CritiqueService endpoints (static or discovered)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        down_for_s: float = 2.0,
+        max_message_mb: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
+        self.down_for_s = down_for_s
+        self.max_message_mb = max_message_mb
+        self.security = security  # TLS and bearer token for the sampler channels
+        self.clock = clock
+        self._cursor = 0
+        self._info = ModelInfo(model_id="unknown", backend="remote")
+        # Per-sample service time of calls that did not queue at the sampler (k planner).
+        self.latency = LatencyWindow()
+        self._retired: list[Endpoint] = []  # removed, channel still open for in-flight calls
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def addresses(self) -> list[str]:
+        """The current members, in pool order."""
+        return [ep.address for ep in self.endpoints]
+
+    def update_addresses(self, addresses: Iterable[str]) -> None:
+        """Replace the member set at run time (discovery): keep the endpoints that stay (their
+        channel and load), add new ones, retire gone ones — a retired endpoint gets no new work
+        and its channel closes once its in-flight calls have finished."""
+        wanted = list(dict.fromkeys(addresses))
+        keep = set(wanted)
+        current = {ep.address: ep for ep in self.endpoints}
+        for ep in self.endpoints:
+            if ep.address not in keep:
+                self._retire(ep)
+        self.endpoints = [
+            *(ep for ep in self.endpoints if ep.address in keep),
+            *(Endpoint(a) for a in sorted(keep - current.keys())),
+        ]
+        if self.endpoints:
+            self._cursor %= len(self.endpoints)
+        else:
+            self._cursor = 0
+
+    def _retire(self, ep: Endpoint) -> None:
+        ep.retired = True
+        if ep.outstanding:
+            self._retired.append(ep)  # _call closes it when the last call returns
+        else:
+            self._close_later(ep)
+
+    def _close_later(self, ep: Endpoint) -> None:
+        channel, ep.channel, ep.stub = ep.channel, None, None
+        if ep in self._retired:
+            self._retired.remove(ep)
+        if channel is None:
+            return
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model the samplers last reported (part of every result and cache key)."""
+        return self._info
+
+    def load(self) -> tuple[int, int]:
+        """(capacity, samples in flight or queued) over the endpoints that are up: the k
+        planner's view of the pool (work queued ahead delays a new request's samples)."""
+        now = self.clock()
+        up = [ep for ep in self.endpoints if ep.down_until <= now]
+        known = [ep.capacity for ep in self.endpoints if ep.capacity]
+        default = max(known, default=1)
+        return sum(ep.capacity or default for ep in up), sum(ep.outstanding for ep in up)
+
+    def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
+        if ep.stub is None:
+            ep.channel = aio_channel(
+                ep.address,
+                self.security,
+                options=channel_options(self.max_message_mb),
+                interceptors=[ClientTraceInterceptor()],  # joins the request's trace
+            )
+            ep.stub = critique_pb2_grpc.CritiqueServiceStub(ep.channel)
+        return ep.stub
+
+    def plan(self, specs: Sequence[SampleSpec]) -> list[list[SampleSpec]]:
+        """Assign specs to endpoints: least loaded relative to capacity, round-robin on ties.
+
+        Endpoints marked down are skipped while any other is up; with all down, all are
+        tried (one may have come back).
+        """
+        now = self.clock()
+        n = len(self.endpoints)
+        if n == 0:
+            return []
+        up = [i for i, ep in enumerate(self.endpoints) if ep.down_until <= now] or list(range(n))
+        known = [ep.capacity for ep in self.endpoints if ep.capacity]
+        default = max(known, default=1)  # a sampler not heard from yet: like the others
+        assigned = [0] * n
+        plan: list[list[SampleSpec]] = [[] for _ in range(n)]
+        start = self._cursor % n
+        self._cursor = (start + 1) % n
+
+        def key(i: int) -> tuple[float, int]:
+            ep = self.endpoints[i]
+            load = (ep.outstanding + assigned[i]) / (ep.capacity or default)
+            return load, (i - start) % n
+
+        for spec in specs:
+            best = min(up, key=key)
+            assigned[best] += 1
+            plan[best].append(spec)
+        return plan
+
+    async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
+        """Draw the specs across the pool; lost or late samples come back invalid.
+
+        Each call's gRPC timeout is the time left before `job.deadline` (the aggregator's
+        reply reserve is already out of it; the sampler keeps its own).
+        """
+        now = time.monotonic()
+        left = job.time_left(now)
+        if left is not None and left <= MARGINS.min_call_s:
+            return [unfinished(s, DEADLINE_REASON) for s in specs]
+        if not self.endpoints:
+            reason = f"{UNAVAILABLE_REASON} (no sampler in the pool)"
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
+        vote_in = job.vote_in(now)
+        endpoints = list(self.endpoints)  # the plan's order, whatever joins or leaves meanwhile
+        plan = self.plan(specs)
+        calls = [
+            self._call(ep, job, batch, left, vote_in)
+            for ep, batch in zip(endpoints, plan, strict=True)
+            if batch
+        ]
+        by_key: dict[tuple[int, int], Sample] = {}
+        for samples in await asyncio.gather(*calls):
+            for sample in samples:
+                by_key[(sample.spec.index, sample.spec.attempt)] = sample
+        return [
+            by_key.get((s.index, s.attempt)) or unfinished(s, "sampler returned no sample")
+            for s in specs
+        ]
+
+    async def _call(
+        self,
+        ep: Endpoint,
+        job: SamplingJob,
+        specs: Sequence[SampleSpec],
+        time_limit: float | None,
+        vote_in: float | None,
+    ) -> list[Sample]:
+        stub = self._connect(ep)
+        request = convert.critique_request(job.context, job.responses, specs, job.params)
+        if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
+            request.vote_in_ms = max(1, round(vote_in * 1000))
+        # Only a call that fits the sampler's free slots measures service time, not queueing.
+        unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
+        ep.outstanding += len(specs)
+        ep.samples_sent += len(specs)
+        called = time.perf_counter()
+        try:
+            reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
+                raise convert.error_from_status(
+                    code, exc.details() or "", str(field) if field else None
+                ) from None
+            ep.failures += 1
+            ep.last_error = f"{code.name}: {exc.details()}"
+            if code in _LOST:
+                ep.down_until = self.clock() + self.down_for_s
+                reason = f"{UNAVAILABLE_REASON} ({ep.address}: {ep.last_error})"
+                log.warning("sampler %s lost (%s); re-routing", ep.address, ep.last_error)
+            elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"{DEADLINE_REASON} (sampler {ep.address})"
+            else:
+                reason = f"sampler error ({ep.address}: {ep.last_error})"
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
+        finally:
+            ep.outstanding -= len(specs)
+            if ep.retired and not ep.outstanding:
+                self._close_later(ep)
+        if reply.load.capacity:
+            ep.capacity = reply.load.capacity
+        if unqueued and reply.samples and all(m.text for m in reply.samples):
+            # every sample generated (none cut by the deadline): the call took one service time
+            self.latency.observe((time.perf_counter() - called) * 1000)
+        model = convert.model_from_pb(reply.model)
+        if model is not None:
+            self._info = model
+        n = len(job.responses)
+        return [convert.sample_from_pb(m, n, sampler=ep.address) for m in reply.samples]
+
+    def stats(self) -> dict[str, dict[str, int | str | None]]:
+        """Per endpoint: samples sent, failures, capacity, in flight (for logs and tests)."""
+        return {
+            ep.address: {
+                "samples_sent": ep.samples_sent,
+                "failures": ep.failures,
+                "capacity": ep.capacity,
+                "outstanding": ep.outstanding,
+                "last_error": ep.last_error,
+            }
+            for ep in self.endpoints
+        }
+
+    async def close(self) -> None:
+        for ep in [*self.endpoints, *self._retired]:
+            if ep.channel is not None:
+                await ep.channel.close()
+            ep.channel = ep.stub = None
+        self._retired.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+class RemotePrincipleSource:
+    """A PrincipleSource over PrincipleService endpoints (failover in round-robin order)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        max_message_mb: int = 64,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("the principle source needs at least one address")
+        self.addresses = list(addresses)
+        self.max_message_mb = max_message_mb
+        self.security = security  # TLS and bearer token for the principle channels
+        self._stubs: dict[str, principle_pb2_grpc.PrincipleServiceStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+        self._cursor = 0
+        self._info = ModelInfo(model_id="unknown", backend="remote")
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model the principle generator last reported (part of principle cache keys)."""
+        return self._info
+
+    def _stub(self, address: str) -> principle_pb2_grpc.PrincipleServiceStub:
+        if address not in self._stubs:
+            channel = aio_channel(
+                address,
+                self.security,
+                options=channel_options(self.max_message_mb),
+                interceptors=[ClientTraceInterceptor()],  # joins the request's trace
+            )
+            self._channels.append(channel)
+            self._stubs[address] = principle_pb2_grpc.PrincipleServiceStub(channel)
+        return self._stubs[address]
+
+    async def generate(self, job: SamplingJob, n: int, seed: int) -> list[PrincipleSet]:
+        """n principle sets; an unavailable endpoint is skipped for the next one."""
+        request = convert.principle_request(job.context, job.responses, n, seed, job.params)
+        start = self._cursor
+        self._cursor = (self._cursor + 1) % len(self.addresses)
+        last: Exception | None = None
+        for step in range(len(self.addresses)):
+            address = self.addresses[(start + step) % len(self.addresses)]
+            left = job.time_left(time.monotonic())
+            if left is not None and left <= 0:
+                raise DeadlineExceededError("no time left for principle generation")
+            try:
+                reply = await self._stub(address).GeneratePrinciples(request, timeout=left)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _LOST:
+                    last = exc
+                    continue
+                raise convert.error_from_status(
+                    exc.code(), f"principle generator: {exc.details()}"
+                ) from exc
+            model = convert.model_from_pb(reply.model)
+            if model is not None:
+                self._info = model
+            return convert.principle_sets_from_pb(reply.sets)
+        raise UnavailableError(f"no principle generator reachable ({last})")
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()

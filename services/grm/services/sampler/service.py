@@ -1,0 +1,60 @@
+"""CritiqueService: a thin servicer over CritiqueSampler (validate, convert, call)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from grm import telemetry
+from grm.core.plan import SamplingJob
+from grm.core.validation import Defaults, Limits
+from grm.rpc import convert
+from grm.scoring.critique import CritiqueSampler, sample_within
+from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
+
+
+class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
+    """Draws the samples of one request concurrently, never past the caller's deadline."""
+
+    def __init__(
+        self,
+        sampler: CritiqueSampler,
+        *,
+        limits: Limits | None = None,
+        defaults: Defaults | None = None,
+    ) -> None:
+        self.sampler = sampler
+        telemetry.watch_sampler(sampler)  # grm_sampler_* gauges (the HPA's input)
+        self.limits = limits or Limits()
+        self.defaults = defaults or Defaults()
+
+    def _load(self) -> common_pb2.SamplerLoad:
+        s = self.sampler
+        return convert.load_to_pb(s.in_flight, s.queued, s.capacity)
+
+    async def Sample(
+        self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+    ) -> critique_pb2.CritiqueResponse:
+        ctx, responses, specs, params = convert.critique_call(request, self.limits, self.defaults)
+        # Work ends a reply reserve before the caller's deadline, so the partial answer still
+        # reaches it; the backend bounds each generation by the same time (job.deadline).
+        job = SamplingJob.from_relative(
+            ctx,
+            responses,
+            params,
+            now=time.monotonic(),
+            time_left_s=context.time_remaining(),
+            vote_in_s=request.vote_in_ms / 1000 if request.vote_in_ms else None,
+        )
+        samples = await sample_within(self.sampler, job, specs)
+        return critique_pb2.CritiqueResponse(
+            samples=[convert.sample_to_pb(s) for s in samples],
+            load=self._load(),
+            model=convert.model_to_pb(self.sampler.info),
+        )
+
+    async def GetLoad(
+        self, request: critique_pb2.LoadRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.SamplerLoad:
+        return self._load()

@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import os
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,8 +34,9 @@ from typing import Any
 import grpc
 
 from grm.rpc import convert
-from grm.rpc.server import channel_options, wait_serving
+from grm.rpc.server import channel_options
 from grm.v1 import reward_pb2_grpc
+from grm_dev import procinfo
 from grm_dev.bench import suite
 from grm_dev.bench.report import table, write_json
 
@@ -57,42 +56,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results")
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of a process in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def open_fds(pid: int) -> tuple[int, int]:
-    """(descriptors, of which sockets) open in a process."""
-    base = Path(f"/proc/{pid}/fd")
-    total = sockets = 0
-    for entry in os.listdir(base):
-        with contextlib.suppress(FileNotFoundError):
-            sockets += os.readlink(base / entry).startswith("socket:")
-            total += 1
-    return total, sockets
-
-
 @contextlib.asynccontextmanager
 async def _service(argv: Sequence[str], tmp: Path, name: str) -> AsyncIterator[tuple[str, int]]:
-    """A `python -m grm.cli.main serve ...` child; yields (address, pid) once it is SERVING."""
-    port_file = tmp / f"{name}.port"
-    log_path = tmp / f"{name}.log"
-    with log_path.open("ab") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "grm.cli.main", "serve", *argv, "--host", "127.0.0.1",
-            "--port", "0", "--port-file", str(port_file), "--log-level", "WARNING",
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            address = f"127.0.0.1:{await suite._wait_port(proc, port_file, name, log_path)}"
-            await wait_serving(address, within_s=60)
-            yield address, proc.pid
-        finally:
-            await suite.stop_process(proc)
+    """A `grm serve ...` child; yields (address, pid) once it is SERVING."""
+    argv = ["-m", "grm.cli", "serve", *argv, "--host", "127.0.0.1", "--log-level", "WARNING"]
+    async with suite.child(argv, tmp, name, serving=True) as proc:
+        yield f"127.0.0.1:{proc.port}", proc.pid
 
 
 class Phase:
@@ -163,8 +132,10 @@ async def soak(
     started = time.perf_counter()
     await asyncio.sleep(args.soak_warmup_s)
     while not load.done():
-        fds, sockets = open_fds(pid)
-        samples.append((time.perf_counter() - started, rss_kib(pid), fds, sockets))
+        fds = procinfo.open_fds(pid)
+        samples.append(
+            (time.perf_counter() - started, procinfo.rss_kib(pid), fds.total, fds.sockets)
+        )
         await asyncio.wait({load}, timeout=args.rss_interval_s)
     phase = load.result()
     rss = [s[1] for s in samples]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grm.client import AsyncGrmClient
+from grm_dev import procinfo
 from grm_dev.bench import suite
 from grm_dev.bench.overhead import score_suite
 from grm_dev.bench.report import Panel, plot, table, write_json
@@ -66,12 +67,12 @@ async def measure(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
         ):
             common = {"k": args.k, "concurrency": args.concurrency, "seeds": seeds}
             await _load(address, seconds=args.warmup_s, **common)
-            pids = suite.service_pids()
-            cpu_before = suite.cpu_snapshot(pids)
+            pids = procinfo.service_pids()
+            cpu_before = procinfo.cpu_snapshot(pids)
             t0 = time.perf_counter()
             calls = await _load(address, seconds=args.duration_s, **common)
             elapsed = time.perf_counter() - t0
-            cpu = suite.cpu_delta(cpu_before, suite.cpu_snapshot(pids))
+            cpu = procinfo.cpu_delta(cpu_before, procinfo.cpu_snapshot(pids))
     samples = max(1, calls * args.k)
     return {
         "calls": calls,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -26,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from grm.cli.launcher import ChildProcess, stop_all
 from grm.rpc.security import client_security_from_env
-from grm.rpc.server import wait_serving, write_port_file
+from grm.rpc.server import write_port_file
 
 log = logging.getLogger(__name__)
 
@@ -138,77 +138,28 @@ def http_lines(settings: UpSettings) -> str:
     )
 
 
-@dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-    port_file: Path
-    address: str = ""
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: SIGTERM the child if `grm up` itself dies, so no model process is orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-async def _spawn(name: str, argv: Sequence[str], port_file: Path) -> Child:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "grm.cli.main",
-        "serve",
-        *argv,
-        "--port-file",
-        str(port_file),
-        env=env,
-        start_new_session=True,  # Ctrl-C reaches `grm up` only; it stops children in order
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+def _service(name: str, argv: Sequence[str], workdir: Path) -> ChildProcess:
+    """A `grm serve ...` child whose output goes to this terminal."""
+    return ChildProcess(
+        name,
+        ["-m", "grm.cli", "serve", *argv],
+        workdir,
+        log_to_file=False,
+        own_session=True,  # Ctrl-C reaches `grm up` only; it stops children in order
     )
-    log.info("started %s (pid %d)", name, process.pid)
-    return Child(name, process, port_file)
 
 
-async def _ready(child: Child, host: str, within_s: float) -> None:
-    """Wait for the child's port file, then for its health to turn SERVING."""
+async def _ready(child: ChildProcess, host: str, within_s: float) -> None:
+    """Wait for the child's port, then for its health to turn SERVING."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
-    while not child.port_file.exists():
-        if child.process.returncode is not None:
-            raise RuntimeError(f"{child.name} exited with code {child.process.returncode}")
-        if loop.time() > deadline:
-            raise TimeoutError(f"{child.name} did not bind a port within {within_s:.0f}s")
-        await asyncio.sleep(0.05)
-    port = int(child.port_file.read_text().strip())
-    child.address = f"{host}:{port}"
+    await child.wait_port(within_s)
     # Children inherit GRM_TLS_* and serve TLS then: readiness dials as the aggregator does.
-    security = client_security_from_env()
-    waiter = asyncio.ensure_future(
-        wait_serving(child.address, within_s=deadline - loop.time(), security=security)
-    )
-    exited = asyncio.ensure_future(child.process.wait())
-    await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
-    if not waiter.done():
-        waiter.cancel()
-        raise RuntimeError(f"{child.name} exited with code {child.process.returncode}")
-    exited.cancel()
-    waiter.result()
+    await child.wait_serving(host, deadline - loop.time(), client_security_from_env())
 
 
-async def _stop(children: Sequence[Child], grace_s: float) -> None:
-    """SIGTERM in the given order (each service drains), SIGKILL what outlives the grace."""
-    for child in children:
-        if child.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(child.process.wait(), grace_s + 5)
-            except TimeoutError:
-                log.warning("%s did not stop in time; killing it", child.name)
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.kill()
-                await child.process.wait()
+def _address(host: str, child: ChildProcess) -> str:
+    return f"{host}:{child.port}"
 
 
 def instructions(address: str, samplers: Sequence[str], principles: str) -> str:
@@ -238,84 +189,88 @@ async def run_up(settings: UpSettings, out: TextIO = sys.stdout) -> int:
         model += ["--model-path", settings.model_path]
     model += backend_args(settings)
     common = ["--host", settings.host, "--grace-s", str(settings.grace_s)]
-    backends: list[Child] = []
-    front: list[Child] = []
+    backends: list[ChildProcess] = []
+    front: list[ChildProcess] = []
     code = 0
     with tempfile.TemporaryDirectory(prefix="grm-up-") as tmp:
         ports = Path(tmp)
         try:
-            backends.append(
-                await _spawn(
-                    "principles",
-                    ["principles", *common, "--port", "0", *model, *telemetry_args(settings, 1)],
-                    ports / "principles.port",
-                )
+            principles = _service(
+                "principles",
+                ["principles", *common, "--port", "0", *model, *telemetry_args(settings, 1)],
+                ports,
             )
+            backends.append(principles)
+            await principles.spawn()
             for i in range(settings.samplers):
-                backends.append(
-                    await _spawn(
-                        f"sampler-{i}",
-                        [
-                            "sampler",
-                            *common,
-                            "--port",
-                            "0",
-                            "--n-threads",
-                            str(threads),
-                            *model,
-                            *telemetry_args(settings, 2 + i),
-                        ],
-                        ports / f"sampler-{i}.port",
-                    )
+                sampler = _service(
+                    f"sampler-{i}",
+                    [
+                        "sampler",
+                        *common,
+                        "--port",
+                        "0",
+                        "--n-threads",
+                        str(threads),
+                        *model,
+                        *telemetry_args(settings, 2 + i),
+                    ],
+                    ports,
                 )
+                backends.append(sampler)
+                await sampler.spawn()
             starting = asyncio.gather(
                 *(_ready(c, settings.host, settings.startup_timeout_s) for c in backends)
             )
             if not await _until(starting, stop):
                 return 130
-            samplers = [c.address for c in backends[1:]]
-            front.append(
-                await _spawn(
+            samplers = [_address(settings.host, c) for c in backends[1:]]
+            aggregator = _service(
+                "aggregator",
+                [
                     "aggregator",
-                    [
-                        "aggregator",
-                        *common,
-                        "--port",
-                        str(settings.port),
-                        "--samplers",
-                        ",".join(samplers),
-                        "--principles",
-                        backends[0].address,
-                        "--meta-rm",
-                        settings.meta_rm,
-                        *aggregator_args(settings),
-                        *telemetry_args(settings, 0),
-                    ],
-                    ports / "aggregator.port",
-                )
+                    *common,
+                    "--port",
+                    str(settings.port),
+                    "--samplers",
+                    ",".join(samplers),
+                    "--principles",
+                    _address(settings.host, principles),
+                    "--meta-rm",
+                    settings.meta_rm,
+                    *aggregator_args(settings),
+                    *telemetry_args(settings, 0),
+                ],
+                ports,
             )
-            if not await _until(_ready(front[0], settings.host, settings.startup_timeout_s), stop):
+            front.append(aggregator)
+            await aggregator.spawn()
+            if not await _until(
+                _ready(aggregator, settings.host, settings.startup_timeout_s), stop
+            ):
                 return 130
-            out.write(instructions(front[0].address, samplers, backends[0].address))
+            address = _address(settings.host, aggregator)
+            out.write(instructions(address, samplers, _address(settings.host, principles)))
             out.write(metrics_lines(settings, len(samplers)))
             out.write(http_lines(settings))
             out.flush()
             if settings.port_file:
-                write_port_file(settings.port_file, int(front[0].address.rsplit(":", 1)[1]))
-            died = [asyncio.ensure_future(c.process.wait()) for c in [*front, *backends]]
+                write_port_file(settings.port_file, aggregator.port)
+            children = [*front, *backends]
+            died = [asyncio.ensure_future(c.proc.wait()) for c in children if c.proc]
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({stopping, *died}, return_when=asyncio.FIRST_COMPLETED)
             for task in (stopping, *died):
                 task.cancel()
             if not stop.is_set():
-                dead = [c.name for c in [*front, *backends] if c.process.returncode is not None]
+                dead = [c.name for c in children if not c.running]
                 log.error("%s exited; stopping the suite", ", ".join(dead))
                 code = 1
         except (RuntimeError, TimeoutError) as exc:
             log.error("grm up failed: %s", exc)
             code = 1
         finally:
-            await _stop([*front, *backends], settings.grace_s)
+            await stop_all([*front, *backends], settings.grace_s + 5)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     return code

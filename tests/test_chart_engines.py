@@ -564,3 +564,24 @@ def test_settings_values_are_typed(setting: str) -> None:
 def test_replicas_zero_is_honoured() -> None:
     docs = values("sampler.autoscaling.mode=none,sampler.replicaCount=0")
     assert find(docs, "Deployment", "sampler")["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize(
+    ("apis", "metric_type"),
+    [
+        ((), "Resource"),
+        (("monitoring.coreos.com/v1/ServiceMonitor",), "Resource"),  # no adapter in the cluster
+        (("monitoring.coreos.com/v1/ServiceMonitor", "custom.metrics.k8s.io/v1beta1"), "Pods"),
+    ],
+)
+def test_auto_reads_the_demand_metric_only_where_the_cluster_can_serve_it(
+    apis: tuple[str, ...], metric_type: str
+) -> None:
+    args = [a for api in apis for a in ("--api-versions", api)]
+    docs = load_docs(template("auto", *args).stdout)
+    [metric] = hpa_for(docs, "sampler")["spec"]["metrics"]
+    assert metric["type"] == metric_type
+    assert bool(kinds(docs, "ServiceMonitor")) is bool(apis)
+    # once monitoring exists, the scrape objects carry kube-prometheus-stack's selector label
+    for monitor in kinds(docs, "ServiceMonitor"):
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

@@ -58,6 +58,7 @@ CLUSTER_APIS = {
     "prometheus": (
         "monitoring.coreos.com/v1/ServiceMonitor",
         "monitoring.coreos.com/v1/PodMonitor",
+        "custom.metrics.k8s.io/v1beta1",
     ),
 }
 KUBE_VERSIONS = ("1.30", "1.35")

@@ -176,13 +176,23 @@ scraped (ServiceMonitor) and, for the HPA, the adapter rules are rendered. Other
 {{- define "grm.samplerDemandFed" -}}
 {{- $mode := .Values.sampler.autoscaling.mode }}
 {{- if include "grm.serviceMonitorOn" . }}
-{{- if or (eq $mode "keda") .Values.metrics.prometheusAdapter.rules }}true{{ end }}
+{{- if eq $mode "keda" }}true
+{{- else if and .Values.metrics.prometheusAdapter.rules (include "grm.customMetricsApi" (list . .Values.metrics.serviceMonitor.enabled)) }}true
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{/* "true" when the engine pool HPAs read the engines' queue metric. */}}
 {{- define "grm.engineQueueFed" -}}
-{{- if and (include "grm.podMonitorOn" .) .Values.metrics.prometheusAdapter.rules }}true{{ end }}
+{{- if and (include "grm.podMonitorOn" .) .Values.metrics.prometheusAdapter.rules (include "grm.customMetricsApi" (list . .Values.metrics.podMonitor.enabled)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" unless the scrape object was chosen by `auto` and the cluster serves no custom
+metrics API (no prometheus-adapter): an HPA on a custom metric could then never read it.
+Call with (list $ scrapeObjectEnabledValue). */}}
+{{- define "grm.customMetricsApi" -}}
+{{- $root := index . 0 }}
+{{- if or (ne (index . 1 | toString) "auto") ($root.Capabilities.APIVersions.Has "custom.metrics.k8s.io/v1beta1") }}true{{ end }}
 {{- end }}
 
 {{/* A Kubernetes quantity (800m, 1, 1.5) as a plain decimal string for KEDA's threshold. */}}
@@ -720,10 +730,11 @@ strategy:
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and $v.engine.cache.predownload.enabled (include "grm.samplerHasSidecar" .) }}
-{{- $c := include "grm.enginePool" (dict "root" . "pool" (dict "name" "sampler")) | fromYaml }}
-{{- if not (has $c.cache.type (list "pvc" "existingClaim")) }}
-{{- fail "engine.cache.predownload needs engine.cache.type pvc or existingClaim (a shared claim the Job can fill)" }}
+{{- if $v.engine.cache.predownload.enabled }}
+{{- range $pool := include "grm.allEnginePools" . | fromYamlArray }}
+{{- if not (has $pool.cache.type (list "pvc" "existingClaim")) }}
+{{- fail (printf "engine.cache.predownload needs engine.cache.type pvc or existingClaim (a shared claim the Job can fill); pool %q has %s" $pool.name $pool.cache.type) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

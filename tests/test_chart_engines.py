@@ -585,3 +585,20 @@ def test_auto_reads_the_demand_metric_only_where_the_cluster_can_serve_it(
     # once monitoring exists, the scrape objects carry kube-prometheus-stack's selector label
     for monitor in kinds(docs, "ServiceMonitor"):
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize(("scenario", "kind"), [("gke-vllm", "vllm"), ("eks-sglang", "sglang")])
+def test_vllm_and_sglang_ci_values_render_complete_gpu_pods(
+    rendered: dict[str, list[dict[str, Any]]], scenario: str, kind: str
+) -> None:
+    docs = rendered[scenario]
+    engines = engine_containers(docs)
+    assert engines and {c["name"] for _, c in engines} == {kind}
+    for doc, c in engines:
+        assert int(c["resources"]["requests"][GPU]) >= 1
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(c)
+        volume = next(v for v in pod_spec(doc)["volumes"] if v["name"] == "model-cache")
+        assert "persistentVolumeClaim" in volume
+        # a PodMonitor scrapes the engine where it serves /metrics
+        assert _engine_metrics_port(doc) in _scraped(docs, doc, scenario)
+    assert kinds(docs, "ServiceMonitor") and kinds(docs, "PodMonitor")

@@ -41,12 +41,25 @@ FETCH_TOOLS = ROOT / "scripts" / "fetch-tools.sh"
 
 SCENARIOS = {
     "defaults": None,
+    # the defaults on a cluster that serves the Prometheus Operator CRDs (metrics.*.enabled: auto)
+    "prometheus": None,
+    "gke-vllm": "ci/gke-vllm-values.yaml",
+    "eks-sglang": "ci/eks-sglang-values.yaml",
+    "onprem-tgi": "ci/onprem-tgi-values.yaml",
     "tgi-sidecar": "ci/tgi-sidecar-values.yaml",
     "tgi-nodepools": "ci/tgi-nodepools-values.yaml",
     "external-redis": "ci/external-redis-values.yaml",
     "keda": "ci/keda-values.yaml",
     "cpu-demo": "ci/cpu-demo-values.yaml",
     "minimal": "ci/minimal-values.yaml",
+}
+# API versions `helm template` is told the cluster serves, per scenario (default: none).
+CLUSTER_APIS = {
+    "prometheus": (
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "monitoring.coreos.com/v1/PodMonitor",
+        "custom.metrics.k8s.io/v1beta1",
+    ),
 }
 KUBE_VERSIONS = ("1.30", "1.35")
 GPU = "nvidia.com/gpu"
@@ -63,6 +76,13 @@ PENDING_SETTINGS = {
     "GRM_REDIS_PASSWORD": "the cache's Redis password (grm.cache)",
     "GRM_CACHE_PREFIX": "the cache's key prefix (grm.cache)",
 }
+# PENDING (#19, the engines issue): the OpenAI-compatible backend's flags, which the chart sets
+# for vLLM and SGLang engines (`--backend openai --engine vllm|sglang --openai-url URL`). The
+# services declare them once #19 lands; until then the parse test drops exactly these variables
+# (and GRM_BACKEND=openai, a value today's parse_backend rejects) before build_settings.
+PENDING_FLAGS = {"openai-url", "engine", "openai-api-key-file"}
+PENDING_ENV = {"GRM_OPENAI_URL", "GRM_ENGINE", "GRM_OPENAI_API_KEY_FILE"}
+PENDING_BACKENDS = {"openai"}
 # Flags the chart sets itself (from dedicated values), so `settings` must not carry them.
 CHART_MANAGED_FLAGS = {
     "host",
@@ -76,6 +96,9 @@ CHART_MANAGED_FLAGS = {
     "n-ctx",
     "n-threads",
     "metrics-port",
+    "backend",
+    "tgi-url",
+    *PENDING_FLAGS,
 }
 
 
@@ -113,9 +136,13 @@ def template(release: str, *extra: str, check: bool = True) -> subprocess.Comple
     return helm("template", release, str(CHART), "--namespace", release, *extra, check=check)
 
 
-def scenario_args(scenario: str) -> list[str]:
+def scenario_args(scenario: str, apis: bool = True) -> list[str]:
+    """helm arguments of a scenario: its values file and (for `template`) the cluster's APIs."""
     values = SCENARIOS[scenario]
-    return ["--values", str(CHART / values)] if values else []
+    served = CLUSTER_APIS.get(scenario, ()) if apis else ()
+    return (["--values", str(CHART / values)] if values else []) + [
+        a for api in served for a in ("--api-versions", api)
+    ]
 
 
 def load_docs(text: str) -> list[dict[str, Any]]:
@@ -150,11 +177,17 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def workloads(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    return (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod"))
+    return (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod", "Job"))
+
+
+def all_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's containers and init containers (native sidecars are init containers)."""
+    spec = pod_spec(doc)
+    return [*spec.get("initContainers", []), *spec["containers"]]
 
 
 def container(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    [hit] = [c for c in pod_spec(doc)["containers"] if c["name"] == name]
+    [hit] = [c for c in all_containers(doc) if c["name"] == name]
     return hit
 
 
@@ -175,6 +208,19 @@ def hpa_for(docs: list[dict[str, Any]], part: str) -> dict[str, Any] | None:
 
 def gpu_limit(c: dict[str, Any]) -> int:
     return int(c.get("resources", {}).get("limits", {}).get(GPU, 0))
+
+
+# The engines' images and the user each runs as (sources: tests/test_chart_engines.py).
+ENGINE_IMAGES = {
+    "tgi": "ghcr.io/huggingface/text-generation-inference:",
+    "vllm": "docker.io/vllm/vllm-openai:",
+    "sglang": "docker.io/lmsysorg/sglang:",
+}
+ENGINE_USERS = {"tgi": 0, "vllm": 2000, "sglang": 0}
+
+
+def is_engine(c: dict[str, Any]) -> bool:
+    return c["name"] in ENGINE_IMAGES and c["image"].startswith(ENGINE_IMAGES[c["name"]])
 
 
 def arg_after(args: list[str], flag: str) -> str:
@@ -204,7 +250,7 @@ def test_every_ci_values_file_is_a_scenario() -> None:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_lint_strict(scenario: str) -> None:
-    result = helm("lint", "--strict", str(CHART), *scenario_args(scenario))
+    result = helm("lint", "--strict", str(CHART), *scenario_args(scenario, apis=False))
     assert "0 chart(s) failed" in result.stdout
 
 
@@ -232,7 +278,8 @@ def test_notes_render_with_the_front_door() -> None:
         ("sampler.replicaCont=3", "replicaCont"),
         ("aggregator.settings.max-kk=3", "max-kk"),
         ("redis.mode=sentinel", "redis"),
-        ("tgi.nodePools[0].name=a,tgi.nodePools[0].gpu=1", "gpu"),
+        ("engine.nodePools[0].name=a,engine.nodePools[0].gpu=1", "gpu"),
+        ("engine.kind=triton", "kind"),
         ("image.digest=sha256:abc", "digest"),
         ("sampler.autoscaling.mode=vpa", "mode"),
         ("networkPolicy.enable=false", "enable"),
@@ -247,8 +294,8 @@ def test_a_mistyped_value_fails(setting: str, complaint: str) -> None:
 @pytest.mark.parametrize(
     ("settings", "complaint"),
     [
-        (["--set", "tgi.mode=nodePools"], "needs at least one entry in tgi.nodePools"),
-        (["--set", "principles.enabled=true,principles.backend=tgi"], "principles.tgiUrls"),
+        (["--set", "engine.mode=nodePools"], "needs at least one entry in engine.nodePools"),
+        (["--set", "principles.enabled=true,principles.backend=engine"], "principles.engineUrls"),
         (["--set", "redis.mode=external"], "redis.external.url is required"),
     ],
 )
@@ -338,10 +385,10 @@ def test_image_digest_pins_the_reference() -> None:
         template(
             "pinned",
             "--set",
-            f"image.digest={digest},tgi.image.digest={digest},redis.builtin.image.digest={digest}",
+            f"image.digest={digest},engine.tgi.image.digest={digest},redis.builtin.image.digest={digest}",
         ).stdout
     )
-    images = {c["image"] for d in workloads(docs) for c in pod_spec(d)["containers"]}
+    images = {c["image"] for d in workloads(docs) for c in all_containers(d)}
     assert images and all(i.endswith("@" + digest) for i in images), images
     assert "ghcr.io/grm-suite/grm:0.1.0@" + digest in images
 
@@ -375,6 +422,15 @@ CRD_SCHEMAS = {
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
                     "minReplicaCount": {"type": "integer", "minimum": 0},
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "fallback": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["failureThreshold", "replicas"],
+                        "properties": {
+                            "failureThreshold": {"type": "integer", "minimum": 1},
+                            "replicas": {"type": "integer", "minimum": 0},
+                        },
+                    },
                     "advanced": {
                         "type": "object",
                         "additionalProperties": False,
@@ -450,6 +506,17 @@ CRD_SCHEMAS = {
 }
 
 
+def _pod_monitor_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(CRD_SCHEMAS[("monitoring.coreos.com/v1", "ServiceMonitor")])
+    spec = schema["properties"]["spec"]
+    spec["required"] = ["selector", "podMetricsEndpoints"]
+    spec["properties"]["podMetricsEndpoints"] = spec["properties"].pop("endpoints")
+    return schema
+
+
+CRD_SCHEMAS[("monitoring.coreos.com/v1", "PodMonitor")] = _pod_monitor_schema()
+
+
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_document_validates_strictly(
@@ -521,12 +588,15 @@ def test_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]], scenario: 
         assert psc["runAsNonRoot"] is True and psc["runAsUser"] >= 10000, where
         assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
         mounts_tmp = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
-        for c in spec["containers"]:
+        for c in all_containers(doc):
             cw = f"{where}/{c['name']}"
             sc = c["securityContext"]
-            assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000, cw
+            if is_engine(c):  # runs as its image's user: see tests/test_chart_engines.py
+                assert sc["runAsUser"] == ENGINE_USERS[c["name"]], cw
+            else:
+                assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000, cw
+                assert sc["readOnlyRootFilesystem"] is True, cw
             assert sc["allowPrivilegeEscalation"] is False, cw
-            assert sc["readOnlyRootFilesystem"] is True, cw
             assert sc["capabilities"] == {"drop": ["ALL"]}, cw
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, cw
             tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
@@ -536,7 +606,7 @@ def test_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]], scenario: 
             assert c["imagePullPolicy"] in ("IfNotPresent", "Always"), cw
             assert re.fullmatch(r"[^:@\s]+:[\w.-]+(@sha256:[0-9a-f]{64})?", c["image"]), cw
             assert not c["image"].endswith(":latest"), cw
-            if doc["kind"] != "Pod":  # the helm test pod runs once and exits
+            if doc["kind"] not in ("Pod", "Job"):  # the helm test pod and the Job run once
                 assert "readinessProbe" in c and "livenessProbe" in c, cw
         token = spec.get("automountServiceAccountToken")
         if doc["metadata"]["name"].endswith("-grm-aggregator"):
@@ -585,11 +655,17 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
                 known |= {"GRM_REDIS_URL", "GRM_REDIS_PASSWORD", "GRM_CACHE_PREFIX"}
             env = {}
             for name, value in env_of(c).items():
+                if name in PENDING_ENV and name not in known:
+                    continue  # PENDING (#19): declared by the engines issue
                 if name.startswith("GRM_"):
                     assert name in known or name in PENDING_SETTINGS, (
                         f"{scenario} {c['name']}: {name} is not a setting of {args.service}"
                     )
                 env[name] = value if isinstance(value, str) else "from-a-secret-or-field"
+            if env.get("GRM_BACKEND") in PENDING_BACKENDS and not _backend_known(
+                env["GRM_BACKEND"]
+            ):
+                del env["GRM_BACKEND"]  # PENDING (#19): `--backend openai`
             settings = module.build_settings(args, env)
             assert settings.server.port == next(
                 p["containerPort"] for p in c["ports"] if p["name"] == "grpc"
@@ -597,6 +673,16 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
             assert settings.server.host == "0.0.0.0"
             assert settings.log_level == env["GRM_LOG_LEVEL"]
             assert settings.server.grace_s == pod_spec(doc)["terminationGracePeriodSeconds"] - 5
+
+
+def _backend_known(name: str) -> bool:
+    from grm.settings import parse_backend
+
+    try:
+        parse_backend(name)
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -616,17 +702,22 @@ def test_pod_disruption_budgets_cover_the_services(
 # --- scenario by scenario -----------------------------------------------------------------------
 
 
-def _assert_sidecar_on_gpu(docs: list[dict[str, Any]], gpus: int) -> dict[str, Any]:
+def _assert_sidecar_on_gpu(docs: list[dict[str, Any]], gpus: int, engine: str = "tgi") -> dict:
     sampler = find(docs, "Deployment", "sampler")
     spec = pod_spec(sampler)
-    assert [c["name"] for c in spec["containers"]] == ["sampler", "tgi"]
-    tgi = container(sampler, "tgi")
-    assert gpu_limit(tgi) == gpus and int(tgi["resources"]["requests"][GPU]) == gpus
+    # the engine is a native sidecar: an init container that keeps running
+    assert [c["name"] for c in spec["initContainers"]] == [engine]
+    assert [c["name"] for c in spec["containers"]] == ["sampler"]
+    sidecar = container(sampler, engine)
+    assert sidecar["restartPolicy"] == "Always"
+    assert gpu_limit(sidecar) == gpus and int(sidecar["resources"]["requests"][GPU]) == gpus
     assert gpu_limit(container(sampler, "sampler")) == 0
-    assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
     assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    assert env_of(container(sampler, "sampler"))["GRM_TGI_URL"] == "http://127.0.0.1:8080"
-    _assert_tgi_container(tgi, spec)
+    # a full GPU pool has no room for a surge pod
+    assert sampler["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    if engine == "tgi":
+        assert env_of(container(sampler, "sampler"))["GRM_TGI_URL"] == "http://127.0.0.1:8080"
+        _assert_tgi_container(sidecar, spec)
     return sampler
 
 
@@ -644,14 +735,23 @@ def _assert_tgi_container(tgi: dict[str, Any], spec: dict[str, Any]) -> None:
     assert tgi["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
-def _assert_demand_hpa(docs: list[dict[str, Any]], minimum: int, maximum: int) -> dict[str, Any]:
+DEMAND_METRIC = "grm_hpa_sampler_demand"
+
+
+def _assert_demand_hpa(
+    docs: list[dict[str, Any]], minimum: int, maximum: int, fed: bool = True
+) -> dict[str, Any]:
+    """The sampler HPA: on the demand metric when it is fed, else on CPU (the fallback)."""
     hpa = hpa_for(docs, "sampler")
     assert hpa is not None and hpa["apiVersion"] == "autoscaling/v2"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (minimum, maximum)
     [metric] = hpa["spec"]["metrics"]
-    assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == "grm_sampler_demand_ratio"
-    assert metric["pods"]["target"]["type"] == "AverageValue"
+    if fed:
+        assert metric["type"] == "Pods"
+        assert metric["pods"]["metric"]["name"] == DEMAND_METRIC
+        assert metric["pods"]["target"]["type"] == "AverageValue"
+    else:
+        assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     behavior = hpa["spec"]["behavior"]
     up, down = behavior["scaleUp"], behavior["scaleDown"]
     assert up["stabilizationWindowSeconds"] == 0, "scale up at once"
@@ -660,6 +760,14 @@ def _assert_demand_hpa(docs: list[dict[str, Any]], minimum: int, maximum: int) -
     assert next(p for p in down["policies"] if p["type"] == "Pods")["value"] == 1
     assert "replicas" not in find(docs, "Deployment", "sampler")["spec"], "the HPA owns replicas"
     return hpa
+
+
+def adapter_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The prometheus-adapter rules the chart renders (chart values under `rules.custom`)."""
+    hits = [d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-adapter-rules")]
+    if not hits:
+        return []
+    return yaml.safe_load(hits[0]["data"]["values.yaml"])["rules"]["custom"]
 
 
 def _assert_cpu_hpa(docs: list[dict[str, Any]]) -> None:
@@ -672,10 +780,14 @@ def _assert_cpu_hpa(docs: list[dict[str, Any]]) -> None:
 
 def test_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["defaults"]
-    _assert_sidecar_on_gpu(docs, gpus=1)
-    _assert_demand_hpa(docs, 1, 8)
+    sampler = _assert_sidecar_on_gpu(docs, gpus=1)
+    # no node label only some clusters have; requesting nvidia.com/gpu places the pod
+    assert "nodeSelector" not in pod_spec(sampler)
+    # no Prometheus Operator CRDs in this (client-side) render: the HPA falls back to CPU
+    _assert_demand_hpa(docs, 1, 8, fed=False)
     _assert_cpu_hpa(docs)
     assert kinds(docs, "ScaledObject") == [] and kinds(docs, "ServiceMonitor") == []
+    assert kinds(docs, "PodMonitor") == [] and adapter_rules(docs) == []
     # headless sampler Service for EndpointSlice discovery
     assert find(docs, "Service", "sampler")["spec"]["clusterIP"] == "None"
     agg = find(docs, "Deployment", "aggregator")
@@ -729,7 +841,7 @@ def _selected_components(policy: dict[str, Any], port: str) -> set[str] | None:
     return allowed
 
 
-@pytest.mark.parametrize("scenario", ["defaults", "tgi-nodepools", "cpu-demo"])
+@pytest.mark.parametrize("scenario", ["defaults", "tgi-nodepools", "cpu-demo", "gke-vllm"])
 def test_network_policies(rendered: dict[str, list[dict[str, Any]]], scenario: str) -> None:
     docs = rendered[scenario]
     policies = {d["metadata"]["name"].split("-grm-", 1)[1]: d for d in kinds(docs, "NetworkPolicy")}
@@ -739,9 +851,22 @@ def test_network_policies(rendered: dict[str, list[dict[str, Any]]], scenario: s
     if "principles" in policies:
         assert _selected_components(policies["principles"], "grpc") == {"aggregator"}
     for name, policy in policies.items():
-        if name.startswith("tgi-"):
-            assert _selected_components(policy, "tgi-http") == {"sampler", "principles"}
+        if name.startswith("engine-"):
+            api, *scrape = [
+                r
+                for r in policy["spec"]["ingress"]
+                if any(p["port"] == "engine-http" for p in r["ports"])
+            ]
+            assert _selected_components({"spec": {"ingress": [api]}}, "engine-http") == {
+                "sampler",
+                "principles",
+            }
+            # vLLM / SGLang serve /metrics on the API port: the scrapers' rule names it too
+            for rule in scrape:
+                assert all("namespaceSelector" in peer for peer in rule["from"]), rule
     assert policies["test"]["spec"].get("ingress") is None  # the test pod takes no connections
+    if "model-download" in policies:
+        assert policies["model-download"]["spec"].get("ingress") is None
     # every pod the release runs is selected by some policy
     selected = {
         p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -779,10 +904,7 @@ def test_tgi_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert arg_after(tgi["args"], "--num-shard") == "2"
     assert arg_after(tgi["args"], "--max-concurrent-requests") == "256"
     assert env_of(tgi)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}
-    assert spec["nodeSelector"] == {
-        "cloud.google.com/gke-accelerator": "nvidia-l4",
-        "nvidia.com/gpu.present": "true",
-    }
+    assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert {
         "key": "dedicated",
         "operator": "Equal",
@@ -797,21 +919,22 @@ def test_tgi_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert (
         env_of(container(find(docs, "Deployment", "aggregator"), "aggregator"))["GRM_MAX_K"] == "32"
     )
-    rules = yaml.safe_load(find(docs, "ConfigMap", "adapter-rules")["data"]["rules.yaml"])["rules"]
-    assert rules[0]["name"]["as"] == "grm_sampler_demand_ratio"
+    rules = adapter_rules(docs)
+    assert rules[0]["name"]["as"] == DEMAND_METRIC != "grm_sampler_demand_ratio"
     for gauge in ("grm_sampler_in_flight", "grm_sampler_queued", "grm_sampler_capacity"):
         assert gauge in rules[0]["metricsQuery"]
 
 
 def test_tgi_per_node_pool(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["tgi-nodepools"]
-    l4, a100 = find(docs, "Deployment", "tgi-l4"), find(docs, "Deployment", "tgi-a100")
+    l4, a100 = find(docs, "Deployment", "engine-l4"), find(docs, "Deployment", "engine-a100")
     for deployment, gpus in ((l4, 1), (a100, 2)):
         spec = pod_spec(deployment)
         tgi = container(deployment, "tgi")
         assert gpu_limit(tgi) == gpus
-        assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        assert "nvidia.com/gpu.present" not in spec["nodeSelector"]
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
         _assert_tgi_container(tgi, spec)
     assert pod_spec(l4)["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
     a100_spec = pod_spec(a100)
@@ -824,27 +947,36 @@ def test_tgi_per_node_pool(rendered: dict[str, list[dict[str, Any]]]) -> None:
         "effect": "NoSchedule",
     } in a100_spec["tolerations"]
     assert arg_after(container(a100, "tgi")["args"], "--num-shard") == "2"
+    # pools differ in resources and arguments
+    a100_tgi, l4_tgi = container(a100, "tgi"), container(l4, "tgi")
+    assert a100_tgi["resources"]["requests"]["memory"] == "64Gi"
+    assert l4_tgi["resources"]["requests"]["memory"] == "32Gi"
+    assert arg_after(a100_tgi["args"], "--max-batch-prefill-tokens") == "16384"
+    assert "--max-batch-prefill-tokens" not in l4_tgi["args"]
     # the L4 pool scales on TGI's queue; the A100 pool is fixed
     assert "replicas" not in l4["spec"] and a100["spec"]["replicas"] == 1
-    l4_hpa = hpa_for(docs, "tgi-l4")
+    l4_hpa = hpa_for(docs, "engine-l4")
     assert (l4_hpa["spec"]["minReplicas"], l4_hpa["spec"]["maxReplicas"]) == (2, 6)
-    assert l4_hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "tgi_queue_size"
-    assert hpa_for(docs, "tgi-a100") is None
+    assert l4_hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "grm_hpa_engine_queue"
+    assert hpa_for(docs, "engine-a100") is None
     # samplers are CPU pods spreading over both pools' Services
     sampler = find(docs, "Deployment", "sampler")
     assert [c["name"] for c in pod_spec(sampler)["containers"]] == ["sampler"]
     assert "nodeSelector" not in pod_spec(sampler) and "tolerations" not in pod_spec(sampler)
-    urls = "http://tgi-nodepools-grm-tgi-l4.tgi-nodepools.svc:8080,http://tgi-nodepools-grm-tgi-a100.tgi-nodepools.svc:8080"
+    urls = "http://tgi-nodepools-grm-engine-l4.tgi-nodepools.svc:8080,http://tgi-nodepools-grm-engine-a100.tgi-nodepools.svc:8080"
     assert env_of(container(sampler, "sampler"))["GRM_TGI_URL"] == urls
-    assert find(docs, "Service", "tgi-l4")["spec"]["ports"][0]["port"] == 8080
+    assert find(docs, "Service", "engine-l4")["spec"]["ports"][0]["port"] == 8080
     principles = find(docs, "Deployment", "principles")
     assert env_of(container(principles, "principles"))["GRM_TGI_URL"] == urls
     assert "GRM_PRINCIPLES" in env_of(
         container(find(docs, "Deployment", "aggregator"), "aggregator")
     )
     _assert_demand_hpa(docs, 2, 12)
+    # only the grm `metrics` port is scraped through Services; the engines through a PodMonitor
     [monitor] = kinds(docs, "ServiceMonitor")
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http"}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
+    [pods] = kinds(docs, "PodMonitor")
+    assert [e["port"] for e in pods["spec"]["podMetricsEndpoints"]] == ["engine-metrics"]
 
 
 def test_external_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -858,7 +990,7 @@ def test_external_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
     }
     assert env["GRM_CACHE_PREFIX"] == "grm-prod"
     _assert_sidecar_on_gpu(docs, gpus=1)
-    _assert_demand_hpa(docs, 1, 8)
+    _assert_demand_hpa(docs, 1, 8, fed=False)
 
 
 def test_external_redis_url_in_values_goes_to_a_secret() -> None:
@@ -891,7 +1023,10 @@ def test_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     query = trigger["metadata"]["query"]
     assert 'grm_sampler_in_flight{namespace="keda",pod=~"keda-grm-sampler-.*"}' in query
-    assert "grm_sampler_queued" in query and trigger["metadata"]["threshold"] == "24"
+    assert "grm_sampler_queued" in query and "grm_sampler_capacity" in query
+    # the demand in pods against the HPA's per-pod ratio target (800m), not an absolute count
+    assert trigger["metadata"]["threshold"] == "0.8"
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
     assert "replicas" not in find(docs, "Deployment", "sampler")["spec"]
@@ -913,20 +1048,19 @@ def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
     # One k=32 burst on one pod should not add pods: the window averages the gauges in both
     # the prometheus-adapter rule and KEDA's query; capacity stays an instant value.
     window = "--set=sampler.autoscaling.metric.window=90s"
-    adapter = load_docs(
-        template("win", window, "--set=metrics.prometheusAdapter.exampleRules=true").stdout
-    )
-    rules = yaml.safe_load(find(adapter, "ConfigMap", "adapter-rules")["data"]["rules.yaml"])
-    query = rules["rules"][0]["metricsQuery"]
+    scraped = "--set=metrics.serviceMonitor.enabled=true"
+    adapter = load_docs(template("win", window, scraped).stdout)
+    query = adapter_rules(adapter)[0]["metricsQuery"]
     assert "avg_over_time(grm_sampler_in_flight{<<.LabelMatchers>>}[90s])" in query
     assert "avg_over_time(grm_sampler_queued{<<.LabelMatchers>>}[90s])" in query
     assert "avg_over_time(grm_sampler_capacity" not in query
-    keda = load_docs(template("win", window, "--set=sampler.autoscaling.mode=keda").stdout)
+    keda = load_docs(template("win", window, scraped, "--set=sampler.autoscaling.mode=keda").stdout)
     [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
     sel = 'namespace="win",pod=~"win-grm-sampler-.*"'
     assert trigger["metadata"]["query"] == (
-        f"sum(avg_over_time(grm_sampler_in_flight{{{sel}}}[90s]))"
-        f" + sum(avg_over_time(grm_sampler_queued{{{sel}}}[90s]))"
+        f"(sum(avg_over_time(grm_sampler_in_flight{{{sel}}}[90s]))"
+        f" + sum(avg_over_time(grm_sampler_queued{{{sel}}}[90s])))"
+        f" / clamp_min(avg(grm_sampler_capacity{{{sel}}}), 1)"
     )
     bad = template("win", "--set=sampler.autoscaling.metric.window=a minute", check=False)
     assert bad.returncode != 0 and "window" in bad.stderr
@@ -1051,6 +1185,6 @@ def test_checkov(rendered_text: dict[str, str], tmp_path: Path) -> None:
                 unexplained.append(
                     f"{failed['check_id']} {failed['check_name']}: {failed['resource']}"
                 )
-    assert unexplained == []
+    assert unexplained == [], "\n".join(unexplained)
     stale = [f"{s['check']} {s['resource']}" for s, u in zip(skips, used, strict=True) if not u]
     assert stale == [], "skips that match no finding: remove them"

@@ -83,33 +83,126 @@ app.kubernetes.io/part-of: grm-suite
 {{- printf "%s.%s.svc" (include "grm.componentName" (list . "sampler")) .Release.Namespace }}
 {{- end }}
 
-{{/* Comma-separated TGI base URLs of the node pools' Services. */}}
-{{- define "grm.tgiPoolUrls" -}}
+{{/* Engines ------------------------------------------------------------------------------ */}}
+
+{{/* The base URL path an engine's API is reached under: TGI at the root, vLLM and SGLang under
+/v1 (OpenAI-compatible). */}}
+{{- define "grm.engineUrlSuffix" -}}
+{{- if ne .Values.engine.kind "tgi" }}/v1{{ end }}
+{{- end }}
+
+{{/* The engine kind's own values (image, port, cachePath, ...) as YAML; use with fromYaml. */}}
+{{- define "grm.engineKindValues" -}}
+{{- toYaml (index .Values.engine .Values.engine.kind) }}
+{{- end }}
+
+{{/* Name of the engine container port Prometheus scrapes: TGI's separate Prometheus listener,
+else the API port (vLLM and SGLang serve /metrics there). */}}
+{{- define "grm.engineMetricsPortName" -}}
+{{- if eq .Values.engine.kind "tgi" }}engine-metrics{{ else }}engine-http{{ end }}
+{{- end }}
+
+{{/* Comma-separated base URLs of the engine node pools' Services. */}}
+{{- define "grm.enginePoolUrls" -}}
 {{- $root := . }}
+{{- $port := int (index .Values.engine .Values.engine.kind).port }}
 {{- $urls := list }}
-{{- range .Values.tgi.nodePools }}
-{{- $urls = append $urls (printf "http://%s.%s.svc:%d" (include "grm.componentName" (list $root (printf "tgi-%s" .name))) $root.Release.Namespace (int $root.Values.tgi.port)) }}
+{{- range .Values.engine.nodePools }}
+{{- $urls = append $urls (printf "http://%s.%s.svc:%d%s" (include "grm.componentName" (list $root (printf "engine-%s" .name))) $root.Release.Namespace $port (include "grm.engineUrlSuffix" $root)) }}
 {{- end }}
 {{- join "," $urls }}
 {{- end }}
 
-{{/* The sampler's TGI URLs: its own sidecar on localhost, or every node pool's Service. */}}
-{{- define "grm.samplerTgiUrls" -}}
-{{- if eq .Values.tgi.mode "sidecar" }}
-{{- printf "http://127.0.0.1:%d" (int .Values.tgi.port) }}
+{{/* The sampler's engine URLs: its own sidecar on localhost, or every node pool's Service. */}}
+{{- define "grm.samplerEngineUrls" -}}
+{{- if eq .Values.engine.mode "sidecar" }}
+{{- printf "http://127.0.0.1:%d%s" (int (index .Values.engine .Values.engine.kind).port) (include "grm.engineUrlSuffix" .) }}
 {{- else }}
-{{- include "grm.tgiPoolUrls" . }}
+{{- include "grm.enginePoolUrls" . }}
 {{- end }}
 {{- end }}
 
-{{/* True when the sampler pods carry a TGI container (and so need a GPU). */}}
+{{/* GRM_* env that points a sampler or principle generator at engines; call with (list $ urls). */}}
+{{- define "grm.engineBackendEnv" -}}
+{{- $root := index . 0 }}
+{{- $urls := index . 1 }}
+{{- if eq $root.Values.engine.kind "tgi" -}}
+- name: GRM_BACKEND
+  value: tgi
+- name: GRM_TGI_URL
+  value: {{ $urls | quote }}
+{{- else -}}
+- name: GRM_BACKEND
+  value: openai
+- name: GRM_ENGINE
+  value: {{ $root.Values.engine.kind | quote }}
+- name: GRM_OPENAI_URL
+  value: {{ $urls | quote }}
+{{- end }}
+{{- end }}
+
+{{/* True when the sampler pods carry the engine (and so need a GPU). */}}
 {{- define "grm.samplerHasSidecar" -}}
-{{- if and (eq .Values.sampler.backend "tgi") (eq .Values.tgi.mode "sidecar") }}true{{ end }}
+{{- if and (eq .Values.sampler.backend "engine") (eq .Values.engine.mode "sidecar") }}true{{ end }}
 {{- end }}
 
-{{/* True when TGI node-pool Deployments are rendered. */}}
-{{- define "grm.tgiPools" -}}
-{{- if and (eq .Values.tgi.mode "nodePools") (or (eq .Values.sampler.backend "tgi") (and .Values.principles.enabled (eq .Values.principles.backend "tgi"))) }}true{{ end }}
+{{/* True when engine node-pool Deployments are rendered. */}}
+{{- define "grm.enginePools" -}}
+{{- if and (eq .Values.engine.mode "nodePools") (or (eq .Values.sampler.backend "engine") (and .Values.principles.enabled (eq .Values.principles.backend "engine"))) }}true{{ end }}
+{{- end }}
+
+{{/* Metrics feeds ---------------------------------------------------------------------- */}}
+
+{{/* "true" when the ServiceMonitor for the grm services is rendered. */}}
+{{- define "grm.serviceMonitorOn" -}}
+{{- $m := .Values.metrics }}
+{{- if $m.enabled }}
+{{- $on := $m.serviceMonitor.enabled | toString }}
+{{- if or (eq $on "true") (and (eq $on "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor")) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the PodMonitor for the engines is rendered (there are engines to scrape). */}}
+{{- define "grm.podMonitorOn" -}}
+{{- $m := .Values.metrics }}
+{{- if and $m.enabled (or (include "grm.samplerHasSidecar" .) (include "grm.enginePools" .)) }}
+{{- $on := $m.podMonitor.enabled | toString }}
+{{- if or (eq $on "true") (and (eq $on "auto") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PodMonitor")) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the sampler HPA / ScaledObject reads the demand metric: the samplers are
+scraped (ServiceMonitor) and, for the HPA, the adapter rules are rendered. Otherwise CPU. */}}
+{{- define "grm.samplerDemandFed" -}}
+{{- $mode := .Values.sampler.autoscaling.mode }}
+{{- if include "grm.serviceMonitorOn" . }}
+{{- if eq $mode "keda" }}true
+{{- else if and .Values.metrics.prometheusAdapter.rules (include "grm.customMetricsApi" (list . .Values.metrics.serviceMonitor.enabled)) }}true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the engine pool HPAs read the engines' queue metric. */}}
+{{- define "grm.engineQueueFed" -}}
+{{- if and (include "grm.podMonitorOn" .) .Values.metrics.prometheusAdapter.rules (include "grm.customMetricsApi" (list . .Values.metrics.podMonitor.enabled)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" unless the scrape object was chosen by `auto` and the cluster serves no custom
+metrics API (no prometheus-adapter): an HPA on a custom metric could then never read it.
+Call with (list $ scrapeObjectEnabledValue). */}}
+{{- define "grm.customMetricsApi" -}}
+{{- $root := index . 0 }}
+{{- if or (ne (index . 1 | toString) "auto") ($root.Capabilities.APIVersions.Has "custom.metrics.k8s.io/v1beta1") }}true{{ end }}
+{{- end }}
+
+{{/* A Kubernetes quantity (800m, 1, 1.5) as a plain decimal string for KEDA's threshold. */}}
+{{- define "grm.quantityDecimal" -}}
+{{- $q := toString . }}
+{{- if hasSuffix "m" $q }}
+{{- divf (trimSuffix "m" $q | float64) 1000.0 }}
+{{- else }}
+{{- $q | float64 }}
+{{- end }}
 {{- end }}
 
 {{/* Redis --------------------------------------------------------------------------------- */}}
@@ -375,107 +468,275 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* A TGI container; call with (dict "root" $ "gpus" n "name" containerName). */}}
-{{- define "grm.tgiContainer" -}}
+{{/* A pool's resolved settings as YAML (use with fromYaml): the engine defaults under the
+pool's own; call with (dict "root" $ "pool" poolValues). The sampler pool in sidecar mode is
+(dict "name" "sampler"). */}}
+{{- define "grm.enginePool" -}}
+{{- $e := .root.Values.engine }}
+{{- $p := .pool }}
+{{- $cache := merge (deepCopy ($p.cache | default dict)) (omit $e.cache "predownload") }}
+{{- $model := merge (deepCopy ($p.model | default dict)) $e.model }}
+name: {{ $p.name }}
+gpus: {{ int (default $e.gpus $p.gpus) }}
+model:
+  {{- toYaml $model | nindent 2 }}
+resources:
+  {{- toYaml (default $e.resources $p.resources) | nindent 2 }}
+extraArgs:
+  {{- toYaml (concat $e.extraArgs ($p.extraArgs | default list)) | nindent 2 }}
+extraEnv:
+  {{- toYaml (concat $e.extraEnv ($p.extraEnv | default list)) | nindent 2 }}
+cache:
+  {{- toYaml $cache | nindent 2 }}
+{{- end }}
+
+{{/* The chart's model-cache claim of a pool; call with (list $ poolName). */}}
+{{- define "grm.cacheClaimName" -}}
+{{- include "grm.componentName" (list (index . 0) (printf "model-cache-%s" (index . 1))) }}
+{{- end }}
+
+{{/* The engine container; call with (dict "root" $ "pool" resolvedPool "sidecar" bool).
+Its args, ports, probes, user and cache path follow the engine (see the README's engine facts). */}}
+{{- define "grm.engineContainer" -}}
 {{- $root := .root }}
-{{- $t := $root.Values.tgi }}
-{{- $gpus := int (default $t.gpus .gpus) -}}
-- name: {{ .name }}
-  image: {{ include "grm.imageRef" (dict "image" $t.image "default" "") | quote }}
-  imagePullPolicy: {{ $t.image.pullPolicy }}
+{{- $e := $root.Values.engine }}
+{{- $k := index $e $e.kind }}
+{{- $p := .pool }}
+{{- $gpus := int $p.gpus }}
+{{- $served := default $p.model.id $p.model.servedModelName -}}
+- name: {{ $e.kind }}
+  image: {{ include "grm.imageRef" (dict "image" $k.image "default" "") | quote }}
+  imagePullPolicy: {{ $k.image.pullPolicy }}
+  {{- if .sidecar }}
+  # A native sidecar: started (and healthy) before the sampler, stopped after it has drained.
+  restartPolicy: Always
+  {{- end }}
+  {{- if eq $e.kind "vllm" }}
+  command: ["vllm", "serve"]
+  {{- else if eq $e.kind "sglang" }}
+  command: ["python3", "-m", "sglang.launch_server"]
+  {{- end }}
   args:
+    {{- if eq $e.kind "tgi" }}
     - --model-id
-    - {{ $t.model.id | quote }}
+    - {{ $p.model.id | quote }}
     - --revision
-    - {{ $t.model.revision | quote }}
+    - {{ $p.model.revision | quote }}
     - --hostname
     - "0.0.0.0"
     - --port
-    - {{ $t.port | quote }}
+    - {{ $k.port | quote }}
+    - --prometheus-port
+    - {{ $k.metricsPort | quote }}
     - --max-concurrent-requests
-    - {{ $t.maxConcurrentRequests | quote }}
+    - {{ $e.maxConcurrentRequests | quote }}
     - --max-input-tokens
-    - {{ $t.maxInputTokens | quote }}
+    - {{ $e.maxInputTokens | quote }}
     - --max-total-tokens
-    - {{ $t.maxTotalTokens | quote }}
+    - {{ $e.maxTotalTokens | quote }}
     {{- if gt $gpus 1 }}
     - --num-shard
     - {{ $gpus | quote }}
     {{- end }}
-    {{- range $t.extraArgs }}
+    {{- else if eq $e.kind "vllm" }}
+    - --model
+    - {{ $p.model.id | quote }}
+    - --revision
+    - {{ $p.model.revision | quote }}
+    - --served-model-name
+    - {{ $served | quote }}
+    - --host
+    - "0.0.0.0"
+    - --port
+    - {{ $k.port | quote }}
+    - --max-model-len
+    - {{ $e.maxTotalTokens | quote }}
+    - --max-num-seqs
+    - {{ $e.maxConcurrentRequests | quote }}
+    - --gpu-memory-utilization
+    - {{ $e.gpuMemoryFraction | quote }}
+    {{- if gt $gpus 1 }}
+    - --tensor-parallel-size
+    - {{ $gpus | quote }}
+    {{- end }}
+    {{- else }}
+    - --model-path
+    - {{ $p.model.id | quote }}
+    - --revision
+    - {{ $p.model.revision | quote }}
+    - --served-model-name
+    - {{ $served | quote }}
+    - --host
+    - "0.0.0.0"
+    - --port
+    - {{ $k.port | quote }}
+    - --context-length
+    - {{ $e.maxTotalTokens | quote }}
+    - --max-running-requests
+    - {{ $e.maxConcurrentRequests | quote }}
+    - --mem-fraction-static
+    - {{ $e.gpuMemoryFraction | quote }}
+    {{- if gt $gpus 1 }}
+    - --tp
+    - {{ $gpus | quote }}
+    {{- end }}
+    - --enable-metrics
+    {{- end }}
+    {{- range $p.extraArgs }}
     - {{ . | quote }}
     {{- end }}
   env:
     - name: HF_HOME
-      value: /data
-    - name: HOME
-      value: /tmp
-    {{- if $t.model.hfTokenSecret }}
+      value: {{ $k.cachePath | quote }}
+    {{- if $p.cache.offline }}
+    - name: HF_HUB_OFFLINE
+      value: "1"
+    {{- end }}
+    {{- if $p.model.hfTokenSecret }}
     - name: HF_TOKEN
       valueFrom:
         secretKeyRef:
-          name: {{ $t.model.hfTokenSecret }}
-          key: {{ $t.model.hfTokenSecretKey }}
+          name: {{ $p.model.hfTokenSecret }}
+          key: {{ $p.model.hfTokenSecretKey }}
     {{- end }}
-    {{- with $t.extraEnv }}
+    {{- with $p.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
   ports:
-    - name: tgi-http
-      containerPort: {{ $t.port }}
+    - name: engine-http
+      containerPort: {{ $k.port }}
       protocol: TCP
+    {{- if eq $e.kind "tgi" }}
+    - name: engine-metrics
+      containerPort: {{ $k.metricsPort }}
+      protocol: TCP
+    {{- end }}
   startupProbe:
     httpGet:
       path: /health
-      port: tgi-http
-    periodSeconds: {{ $t.probes.startup.periodSeconds }}
-    failureThreshold: {{ $t.probes.startup.failureThreshold }}
+      port: engine-http
+    periodSeconds: {{ $e.probes.startup.periodSeconds }}
+    failureThreshold: {{ $e.probes.startup.failureThreshold }}
     timeoutSeconds: 5
   readinessProbe:
     httpGet:
       path: /health
-      port: tgi-http
-    periodSeconds: {{ $t.probes.readiness.periodSeconds }}
-    failureThreshold: {{ $t.probes.readiness.failureThreshold }}
+      port: engine-http
+    periodSeconds: {{ $e.probes.readiness.periodSeconds }}
+    failureThreshold: {{ $e.probes.readiness.failureThreshold }}
     timeoutSeconds: 5
   livenessProbe:
     httpGet:
       path: /health
-      port: tgi-http
-    periodSeconds: {{ $t.probes.liveness.periodSeconds }}
-    failureThreshold: {{ $t.probes.liveness.failureThreshold }}
+      port: engine-http
+    periodSeconds: {{ $e.probes.liveness.periodSeconds }}
+    failureThreshold: {{ $e.probes.liveness.failureThreshold }}
     timeoutSeconds: 10
   resources:
     requests:
-      {{- with $t.resources.requests }}
+      {{- with $p.resources.requests }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
       {{ $root.Values.gpu.resourceName }}: {{ $gpus }}
     limits:
-      {{- with $t.resources.limits }}
+      {{- with $p.resources.limits }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
       {{ $root.Values.gpu.resourceName }}: {{ $gpus }}
   securityContext:
-    {{- merge (deepCopy $t.securityContext) $root.Values.securityContext | toYaml | nindent 4 }}
+    {{- merge (deepCopy $k.securityContext) $e.securityContext | toYaml | nindent 4 }}
   volumeMounts:
-    - name: tgi-data
-      mountPath: /data
-    - name: tgi-shm
+    - name: model-cache
+      mountPath: {{ $k.cachePath }}
+    - name: engine-shm
       mountPath: /dev/shm
     - name: tmp
       mountPath: /tmp
 {{- end }}
 
-{{/* Volumes of a TGI container. */}}
-{{- define "grm.tgiVolumes" -}}
-- name: tgi-data
+{{/* Volumes of an engine container; call with (dict "root" $ "pool" resolvedPool). */}}
+{{- define "grm.engineVolumes" -}}
+{{- $c := .pool.cache -}}
+- name: model-cache
+  {{- if eq $c.type "emptyDir" }}
   emptyDir:
-    sizeLimit: {{ .Values.tgi.cacheSizeLimit }}
-- name: tgi-shm
+    sizeLimit: {{ $c.size }}
+  {{- else if eq $c.type "hostPath" }}
+  hostPath:
+    path: {{ $c.hostPath }}
+    type: DirectoryOrCreate
+  {{- else if eq $c.type "existingClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ required (printf "engine.cache.existingClaim is required for cache type existingClaim (pool %s)" .pool.name) $c.existingClaim }}
+  {{- else }}
+  persistentVolumeClaim:
+    claimName: {{ include "grm.cacheClaimName" (list .root .pool.name) }}
+  {{- end }}
+- name: engine-shm
   emptyDir:
     medium: Memory
-    sizeLimit: {{ .Values.tgi.shmSize }}
+    sizeLimit: {{ .root.Values.engine.shmSize }}
+{{- end }}
+
+{{/* Every engine pool of the release, resolved, as a YAML list (use with fromYamlArray). */}}
+{{- define "grm.allEnginePools" -}}
+{{- $root := . }}
+{{- $pools := list }}
+{{- if include "grm.samplerHasSidecar" . }}
+{{- $pools = append $pools (include "grm.enginePool" (dict "root" $root "pool" (dict "name" "sampler")) | fromYaml) }}
+{{- else if include "grm.enginePools" . }}
+{{- range .Values.engine.nodePools }}
+{{- $pools = append $pools (include "grm.enginePool" (dict "root" $root "pool" .) | fromYaml) }}
+{{- end }}
+{{- end }}
+{{- toYaml $pools }}
+{{- end }}
+
+{{/* The Deployment strategy of a GPU pod; call with a strategy map (empty = none). */}}
+{{- define "grm.strategy" -}}
+{{- with . }}
+strategy:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Template-time checks JSON schema cannot express. */}}
+{{- define "grm.validate" -}}
+{{- $v := .Values }}
+{{- $a := $v.sampler.autoscaling }}
+{{- if and (ne $a.mode "none") (gt (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- fail (printf "sampler.autoscaling.minReplicas (%d) must not exceed sampler.autoscaling.maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- end }}
+{{- if and (eq $a.mode "hpa") (lt (int $a.minReplicas) 1) }}
+{{- fail "sampler.autoscaling.minReplicas must be at least 1 with mode hpa (scaling to zero needs mode keda)" }}
+{{- end }}
+{{- $g := $v.aggregator.autoscaling }}
+{{- if and $g.enabled (gt (int $g.minReplicas) (int $g.maxReplicas)) }}
+{{- fail (printf "aggregator.autoscaling.minReplicas (%d) must not exceed aggregator.autoscaling.maxReplicas (%d)" (int $g.minReplicas) (int $g.maxReplicas)) }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $v.engine.nodePools }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "engine.nodePools: the pool name %q appears more than once (each pool renders its own Deployment, Service and cache)" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- if .maxReplicas }}
+{{- $min := int (ternary .replicas 1 (hasKey . "replicas")) }}
+{{- if gt $min (int .maxReplicas) }}
+{{- fail (printf "engine.nodePools[%s]: replicas (%d, the HPA's minimum) must not exceed maxReplicas (%d)" .name $min (int .maxReplicas)) }}
+{{- end }}
+{{- if lt $min 1 }}
+{{- fail (printf "engine.nodePools[%s]: replicas must be at least 1 when maxReplicas is set (the HPA's minimum)" .name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $v.engine.cache.predownload.enabled }}
+{{- range $pool := include "grm.allEnginePools" . | fromYamlArray }}
+{{- if not (has $pool.cache.type (list "pvc" "existingClaim")) }}
+{{- fail (printf "engine.cache.predownload needs engine.cache.type pvc or existingClaim (a shared claim the Job can fill); pool %q has %s" $pool.name $pool.cache.type) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* NetworkPolicy peers allowed to scrape metrics (empty = any source). */}}

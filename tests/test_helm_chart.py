@@ -676,7 +676,7 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
 
 
 def _backend_known(name: str) -> bool:
-    from grm.settings import parse_backend
+    from grm.services.bootstrap import parse_backend
 
     try:
         parse_backend(name)

@@ -1,7 +1,11 @@
 """Generation backends behind one interface (`base.GenerationBackend`).
 
 `make_backend(kind, **settings)` builds one from the services' `--backend embedded|tgi` flags,
-importing only what that kind needs (llama.cpp or the `text-generation` client).
+importing only what that kind needs (llama.cpp or the `text-generation` client). HTTP
+engines share `http_pool` (pooled sessions, least-loaded choice, retries); prompts rendered
+outside the engine use `chat_template`.
+
+May import core and telemetry only.
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
-"""The cache layer: principle sets, individual samples, final results.
+"""The cache layer: principle sets, individual samples and final results, in Redis or in
+memory behind one store interface (`base`); Redis down = slower, never wrong, never down.
 
-Wiring (e.g. in the aggregator's main)::
+`CachingSampleSource` and `CachingPrincipleSource` wrap the pipeline's sources (a cache hit
+is indistinguishable from a fresh sample); `ResultCache` answers repeated requests;
+`track_usage` tells each request what it got from the cache. Keys (`keys`) hold everything
+that determines a value: model id + revision, template version, context, responses in the
+order shown, principles, seed, sampling parameters.
 
-    cache = build_cache(CacheSettings.from_env(redis_url=args.redis_url))
-    sampler = CachingSampleSource(sampler, cache)            # a SampleSource again
-    principles = CachingPrincipleSource(principles, cache)   # reads principles.info (or model=)
-    pipeline = ScoringPipeline(sampler, principles=principles, meta_rm=meta_rm)
-    results = ResultCache(cache, meta_rm=meta_rm.name if meta_rm else "")
-    with track_usage() as usage:                             # per request
-        result = await results.get_or_compute(item, sampler.info, lambda: pipeline.score(item))
-    # usage.result_hit / samples_reused / samples_generated → the response; cache.stats → metrics
-    await cache.close()                                      # on shutdown
-
-Values are grm.v1 protobuf messages mapped by grm.rpc.convert; nothing here imports gRPC
-(grm.rpc.convert does, for its status helpers, so the codec imports it only when called).
+May import rpc (the value codec is protobuf), scoring, metarm, backends, telemetry and core.
 """
 
 from grm.cache.base import CacheStore, CacheStoreError

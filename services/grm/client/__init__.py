@@ -12,6 +12,8 @@ only when transient (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered exponential 
 Any number of items: `client.score_many(items)` splits them into ScoreBatch calls within the
 message limit and --max-batch-items and returns one `ScoredItem` per item, in input order
 (a result or a per-item error; the asyncio client sends several calls at once).
+
+May import rpc (messages, channels, security) and core.
 """
 
 from grm.client._common import NO_RETRY, BatchOutcome, RetryPolicy

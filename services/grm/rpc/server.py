@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grm.core.errors import GrmError
-from grm.rpc.convert import FIELD_METADATA_KEY, status_code
-from grm.rpc.security import ClientSecurity, ServerTls, aio_channel, bearer_ok, is_open_method
+from grm.rpc.health import DrainingHealthServicer, wait_serving
+from grm.rpc.interceptors import AuthInterceptor, ErrorInterceptor
+from grm.rpc.security import ServerTls
 from grm.telemetry import ServerTraceInterceptor
 
 log = logging.getLogger(__name__)
@@ -92,172 +92,6 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, Any]]:
         # so a sampler or principle generator that comes back is used again within seconds.
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
-
-
-@dataclass(frozen=True)
-class _Undecodable:
-    """A request body that failed to parse (e.g. invalid UTF-8 in a string field)."""
-
-    error: str
-
-
-def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A deserializer that hands a parse failure to the handler instead of raising.
-
-    grpc reports a raising deserializer as UNKNOWN; a malformed request is the caller's
-    fault, so the interceptor turns it into INVALID_ARGUMENT instead.
-    """
-    if deserializer is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception as exc:  # DecodeError, or whatever a custom deserializer raises
-            return _Undecodable(str(exc) or type(exc).__name__)
-
-    return parse
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps GrmError to its status code; anything unexpected becomes a logged INTERNAL."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # health Watch and reflection streams pass through untouched
-        inner = handler.unary_unary
-        method = handler_call_details.method
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
-                log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request: cannot be decoded ({request.error})",
-                )
-            try:
-                return await inner(request, context)
-            except GrmError as exc:
-                if exc.field:
-                    context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
-                log.info("%s -> %s: %s", method, exc.code, exc)
-                await context.abort(status_code(exc), str(exc))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                log.exception("%s failed", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
-                )
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=_lenient(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>`; health checks and reflection stay open.
-
-    The token is compared in constant time and never logged; a rejected call gets
-    UNAUTHENTICATED before any servicer code runs.
-    """
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __repr__(self) -> str:
-        return "AuthInterceptor(<token>)"
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        handler = await continuation(handler_call_details)
-        if handler is None or is_open_method(method):
-            return handler
-        if bearer_ok(handler_call_details.invocation_metadata, self._token):
-            return handler
-        log.info("%s -> UNAUTHENTICATED: missing or wrong bearer token", method)
-        return _rejecting(handler)
-
-
-def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
-
-    async def reject(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(reject, **kw)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(reject, **kw)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(reject, **kw)
-    return grpc.stream_stream_rpc_method_handler(reject, **kw)
-
-
-class _LastStatus:
-    """A Watch's context that remembers whether the last status written was NOT_SERVING."""
-
-    def __init__(self, context: Any) -> None:
-        self._context = context
-        self.not_serving = asyncio.Event()
-
-    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
-        await self._context.write(message)
-        if message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
-            self.not_serving.set()
-        else:
-            self.not_serving.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-class DrainingHealthServicer(health.aio.HealthServicer):
-    """grpc's health servicer, whose Watch streams end (after NOT_SERVING) once draining starts.
-
-    A Watch never finishes by itself, so a single watcher (a load balancer, a sidecar, a
-    client-side health check) would otherwise hold a stopping server for its whole grace
-    period after the real in-flight requests have finished.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._draining = asyncio.Event()
-
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
-        sent = _LastStatus(context)
-        watch = asyncio.ensure_future(super().Watch(request, sent))
-        draining = asyncio.ensure_future(self._draining.wait())
-        try:
-            await asyncio.wait({watch, draining}, return_when=asyncio.FIRST_COMPLETED)
-            if not watch.done():
-                # The watcher hears NOT_SERVING first; the stream ends only between writes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sent.not_serving.wait(), 1.0)
-        finally:
-            for task in (watch, draining):
-                task.cancel()
-            await asyncio.gather(watch, draining, return_exceptions=True)
-
-    async def enter_graceful_shutdown(self) -> None:
-        await super().enter_graceful_shutdown()
-        self._draining.set()
 
 
 class GrmServer:
@@ -434,25 +268,11 @@ def _telemetry(server: GrmServer) -> None:
     telemetry.setup(name, host=s.host, metrics_port=s.metrics_port)
 
 
-async def wait_serving(
-    address: str,
-    *,
-    within_s: float,
-    service: str = "",
-    interval: float = 0.1,
-    security: ClientSecurity | None = None,
-) -> None:
-    """Poll a server's health until SERVING (for `grm up` and tests); raises TimeoutError."""
-    async with aio_channel(address, security) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = asyncio.get_running_loop().time() + within_s
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{address} did not become SERVING within {within_s:.0f}s")
-            await asyncio.sleep(interval)
+__all__ = [
+    "GrmServer",
+    "ServerSettings",
+    "channel_options",
+    "serve",
+    "wait_serving",
+    "write_port_file",
+]

@@ -2,6 +2,8 @@
 
 Nothing here exports anything unless asked: OTLP only with `OTEL_EXPORTER_OTLP_ENDPOINT`,
 Prometheus only with a metrics port. docs/metrics.md lists every metric.
+
+May import core only (and OpenTelemetry, Prometheus, gRPC for the trace interceptors).
 """
 
 from typing import Any

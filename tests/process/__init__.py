@@ -1,0 +1,1 @@
+"""Real child processes: `grm serve`, `grm up`, the benchmarks."""

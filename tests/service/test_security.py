@@ -1,0 +1,395 @@
+"""Transport security over real loopback servers: TLS, mutual TLS and the bearer token.
+
+A throwaway PKI is made with the openssl CLI for this module: a CA, a server certificate
+(names grm.test, localhost and 127.0.0.1), a client certificate, and a second CA with a
+client certificate of its own that the servers must refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import secrets
+import shutil
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grm.cli import main as cli
+from grm.client import NO_RETRY, AsyncGrmClient, GrmClient
+from grm.core.errors import GrmError
+from grm.core.types import ScoreStatus
+from grm.rpc.security import (
+    ClientSecurity,
+    SecurityConfigError,
+    ServerTls,
+    aio_channel,
+    bearer_ok,
+    client_security_from_env,
+)
+from grm.rpc.server import ServerSettings, wait_serving
+from grm.services.aggregator import main as aggregator_main
+from grm.services.aggregator.http_rm import HttpRmSettings
+from grm.services.sampler import main as sampler_main
+from grm.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.certs import make_ca, make_leaf
+from tests.support.servers import LOOPBACK, running_suite, start_sampler
+
+TOKEN = "tok-" + secrets.token_hex(16)
+HEALTHCHECK = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
+RESPONSES = ["bad one", "good one"]
+
+
+# --- a throwaway PKI --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+
+    def path(self, name: str) -> str:
+        return str(self.dir / name)
+
+    def server_tls(self, *, mutual: bool = True) -> ServerTls:
+        tls = ServerTls.load(
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("ca.pem") if mutual else None,
+        )
+        assert tls is not None
+        return tls
+
+    def server(self, *, mutual: bool = True, token: str | None = TOKEN) -> ServerSettings:
+        return replace(LOOPBACK, tls=self.server_tls(mutual=mutual), auth_token=token)
+
+    def client(
+        self,
+        token: str | None = TOKEN,
+        *,
+        cert: str | None = "client",
+        server_name: str | None = None,
+        ca: str = "ca.pem",
+    ) -> ClientSecurity:
+        return ClientSecurity.load(
+            ca=self.path(ca),
+            cert=self.path(f"{cert}.pem") if cert else None,
+            key=self.path(f"{cert}.key") if cert else None,
+            server_name=server_name,
+            token=token,
+        )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_leaf(d, "server", "ca", "DNS:grm.test,DNS:localhost,IP:127.0.0.1")
+    make_leaf(d, "client", "ca", "DNS:aggregator.grm.test")
+    make_leaf(d, "stranger", "other-ca", "DNS:stranger.test")
+    return Pki(d)
+
+
+async def health(address: str, security: ClientSecurity | None, service: str = "") -> str:
+    """The health status name, or the gRPC error code's name."""
+    async with aio_channel(address, security) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def score_code(address: str, security: ClientSecurity | None) -> str:
+    """The status of one Score call (OK or the error code's name)."""
+    request = reward_pb2.ScoreRequest(query="q", responses=RESPONSES, k=2)
+    async with aio_channel(address, security) as channel:
+        try:
+            await reward_pb2_grpc.RewardServiceStub(channel).Score(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+    return "OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- TLS and mutual TLS -----------------------------------------------------------------------
+
+
+async def test_tls_works_and_plaintext_or_an_unknown_ca_is_refused(pki: Pki) -> None:
+    sampler = await start_sampler(server=replace(LOOPBACK, tls=pki.server_tls(mutual=False)))
+    try:
+        await wait_serving(sampler.address, within_s=5, security=pki.client(cert=None))
+        assert await health(sampler.address, pki.client(cert=None)) == "SERVING"
+        assert await health(sampler.address, None) == "UNAVAILABLE"  # plaintext client
+        assert await health(sampler.address, pki.client(ca="other-ca.pem")) == "UNAVAILABLE"
+        named = pki.client(cert=None, server_name="grm.test")
+        assert await health(sampler.address, named) == "SERVING"
+        misnamed = pki.client(cert=None, server_name="elsewhere.test")
+        assert await health(sampler.address, misnamed) == "UNAVAILABLE"
+    finally:
+        await sampler.stop()
+
+
+async def test_mutual_tls_refuses_clients_without_a_cert_of_its_ca(pki: Pki) -> None:
+    sampler = await start_sampler(server=replace(LOOPBACK, tls=pki.server_tls(mutual=True)))
+    try:
+        assert await health(sampler.address, pki.client()) == "SERVING"
+        assert await health(sampler.address, pki.client(cert=None)) == "UNAVAILABLE"
+        assert await health(sampler.address, pki.client(cert="stranger")) == "UNAVAILABLE"
+        assert await health(sampler.address, None) == "UNAVAILABLE"
+    finally:
+        await sampler.stop()
+
+
+async def test_the_health_port_serves_plaintext_health_only(pki: Pki) -> None:
+    """Kubelet gRPC probes cannot speak TLS: a separate port answers them, and only them."""
+    port = free_port()
+    settings = replace(pki.server(), health_port=port)
+    sampler = await start_sampler(server=settings)
+    try:
+        probe = f"127.0.0.1:{port}"
+        assert await health(probe, None) == "SERVING"
+        assert await health(probe, None, "grm.v1.CritiqueService") == "SERVING"
+        assert await score_code(probe, None) == "UNIMPLEMENTED"
+    finally:
+        await sampler.stop()
+    assert await health(probe, None) == "UNAVAILABLE"  # stopped with the server
+
+
+# --- the whole chain: aggregator → samplers and principles over mTLS + token ------------------
+
+
+async def test_the_chain_scores_over_mutual_tls_with_a_token(pki: Pki) -> None:
+    async with running_suite(
+        backend_server=pki.server(),
+        server=pki.server(),
+        upstream=pki.client(),
+    ) as suite:
+        async with AsyncGrmClient(suite.address, timeout=10, security=pki.client()) as client:
+            result = await client.score("q", RESPONSES, k=4, principle_mode="separate")
+        assert result.rewards == (2.0, 9.0)
+        assert result.status is ScoreStatus.COMPLETE and result.k_used == 4
+        assert sum(s.backend.finished for s in suite.samplers) == 4
+        assert suite.principles.backend.finished > 0  # the principle generator too
+
+        def blocking() -> tuple[float, ...]:
+            with GrmClient(suite.address, timeout=10, security=pki.client()) as sync_client:
+                return sync_client.score("q", RESPONSES, k=2).rewards
+
+        assert await asyncio.to_thread(blocking) == (2.0, 9.0)
+
+
+async def test_a_missing_or_wrong_token_is_unauthenticated(pki: Pki) -> None:
+    async with running_suite(
+        backend_server=pki.server(), server=pki.server(), upstream=pki.client()
+    ) as suite:
+        assert await score_code(suite.address, pki.client()) == "OK"
+        assert await score_code(suite.address, pki.client(token=None)) == "UNAUTHENTICATED"
+        assert await score_code(suite.address, pki.client(token=TOKEN + "x")) == "UNAUTHENTICATED"
+        assert await score_code(suite.address, pki.client(token=TOKEN[:-1])) == "UNAUTHENTICATED"
+        # Health checks (kubelet probes, load balancers) need no token.
+        assert await health(suite.address, pki.client(token=None)) == "SERVING"
+        sdk = AsyncGrmClient(suite.address, retry=NO_RETRY, security=pki.client(token=None))
+        async with sdk as client:
+            with pytest.raises(GrmError) as caught:
+                await client.score("q", RESPONSES, k=1)
+        assert caught.value.code == "UNAUTHENTICATED"
+
+
+async def test_an_aggregator_without_the_samplers_token_fails_never_scores_zero(pki: Pki) -> None:
+    async with running_suite(
+        backend_server=pki.server(),
+        server=pki.server(),
+        upstream=pki.client(token="not-the-token"),
+        max_attempts=1,
+    ) as suite:
+        async with AsyncGrmClient(
+            suite.address, timeout=10, retry=NO_RETRY, security=pki.client()
+        ) as client:
+            with pytest.raises(GrmError) as caught:
+                await client.score("q", RESPONSES, k=1)
+        assert all(s.backend.finished == 0 for s in suite.samplers)
+        # The caller's token was right: the aggregator's misconfiguration is UNAVAILABLE,
+        # and the message says why.
+        assert caught.value.code == "UNAVAILABLE"
+        assert "UNAUTHENTICATED" in str(caught.value)
+
+
+async def test_a_plaintext_client_against_the_tls_front_door_is_unavailable(pki: Pki) -> None:
+    async with running_suite(
+        backend_server=pki.server(), server=pki.server(), upstream=pki.client()
+    ) as suite:
+        async with AsyncGrmClient(suite.address, timeout=5, retry=NO_RETRY, token=TOKEN) as client:
+            with pytest.raises(GrmError) as caught:
+                await client.score("q", RESPONSES, k=1)
+        assert caught.value.code == "UNAVAILABLE"
+
+
+async def test_get_reward_loopback_dials_its_own_tls_server(pki: Pki) -> None:
+    async with running_suite(
+        backend_server=pki.server(),
+        server=pki.server(),
+        upstream=pki.client(),
+        http=HttpRmSettings(port=0, group=False, k=1),
+    ) as suite:
+        assert suite.aggregator.http is not None
+        url = f"http://127.0.0.1:{suite.aggregator.http.port}/get_reward"
+        body = {"query": ["Q good", "Q bad"], "prompts": ["Q", "Q"]}
+        async with aiohttp.ClientSession() as session, session.post(url, json=body) as reply:
+            status, data = reply.status, await reply.json()
+    assert status == 200, data
+    assert data["rewards"] == [9.0, 2.0]
+
+
+async def test_grm_score_target_over_mutual_tls_with_a_token_file(pki: Pki, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")  # Secrets often end in a newline
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "a", "query": "q", "responses": RESPONSES}) + "\n")
+    out = tmp_path / "out.jsonl"
+    async with running_suite(
+        backend_server=pki.server(), server=pki.server(), upstream=pki.client()
+    ) as suite:
+        argv = [
+            *("score", str(items), "--target", suite.address, "--quiet", "-o", str(out)),
+            *("--tls-ca", pki.path("ca.pem"), "--tls-server-name", "grm.test"),
+            *("--tls-client-cert", pki.path("client.pem")),
+            *("--tls-client-key", pki.path("client.key")),
+            *("--auth-token-file", str(token_file)),
+        ]
+        assert await asyncio.to_thread(cli.main, argv) == 0
+    [line] = out.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["rewards"] == [2.0, 9.0]
+
+
+async def test_the_token_never_reaches_the_logs(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_suite(
+        backend_server=pki.server(), server=pki.server(), upstream=pki.client()
+    ) as suite:
+        assert await score_code(suite.address, pki.client()) == "OK"
+        wrong = TOKEN[:-4] + "zzzz"
+        assert await score_code(suite.address, pki.client(token=wrong)) == "UNAUTHENTICATED"
+        settings_text = repr(suite.aggregator.server.settings)
+    assert "UNAUTHENTICATED" in caplog.text  # the rejection is logged...
+    assert TOKEN not in caplog.text and wrong not in caplog.text  # ...without any token
+    assert TOKEN[4:12] not in caplog.text
+    assert TOKEN not in settings_text
+    assert TOKEN not in repr(pki.client()) and TOKEN not in repr(pki.server())
+
+
+# --- settings: clear startup errors -----------------------------------------------------------
+
+
+def test_a_missing_cert_file_stops_startup_naming_the_option(pki: Pki, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["serve", "sampler", "--tls-cert", missing, "--tls-key", pki.path("server.key")])
+    message = str(caught.value.code)
+    assert "--tls-cert" in message and "cannot read" in message and missing in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "complaint"),
+    [
+        (["--tls-key", "K"], {}, "--tls-cert is unset"),
+        (["--tls-client-ca", "CA"], {}, "--tls-client-ca needs --tls-cert"),
+        ([], {"GRM_TLS_CERT": "C"}, "--tls-key is unset"),
+        (["--auth-token-file", "MISSING"], {}, "--auth-token-file: cannot read"),
+        ([], {"GRM_AUTH_TOKEN": "two words"}, "without whitespace"),
+    ],
+)
+def test_incomplete_security_settings_are_startup_errors(
+    pki: Pki, argv: list[str], env: dict[str, str], complaint: str
+) -> None:
+    fill = {"K": pki.path("server.key"), "C": pki.path("server.pem"), "CA": pki.path("ca.pem")}
+    argv = [fill.get(a, a) for a in argv]
+    env = {k: fill.get(v, v) for k, v in env.items()}
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "sampler", *argv])
+    with pytest.raises(SystemExit) as caught:
+        sampler_main.build_settings(args, env)
+    assert complaint in str(caught.value.code)
+
+
+def test_a_file_that_is_not_pem_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "cert.pem"
+    junk.write_text("not a certificate", encoding="utf-8")
+    with pytest.raises(SecurityConfigError, match=r"--tls-cert: .* is not a PEM file"):
+        ServerTls.load(str(junk), str(junk))
+
+
+def test_aggregator_settings_wire_tls_token_and_upstream(pki: Pki, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    args = cli.build_parser().parse_args(["serve", "aggregator", "--samplers", "s:1"])
+    env = {
+        "GRM_TLS_CERT": pki.path("server.pem"),
+        "GRM_TLS_KEY": pki.path("server.key"),
+        "GRM_TLS_CLIENT_CA": pki.path("ca.pem"),
+        "GRM_AUTH_TOKEN_FILE": str(token_file),
+        "GRM_UPSTREAM_TLS_CA": pki.path("ca.pem"),
+        "GRM_UPSTREAM_TLS_CERT": pki.path("client.pem"),
+        "GRM_UPSTREAM_TLS_KEY": pki.path("client.key"),
+        "GRM_UPSTREAM_TLS_SERVER_NAME": "grm.test",
+    }
+    settings = aggregator_main.build_settings(args, env)
+    assert settings.server.tls is not None and settings.server.tls.mutual
+    assert settings.server.auth_token == TOKEN
+    assert settings.upstream.tls and settings.upstream.server_name == "grm.test"
+    assert settings.upstream.token == TOKEN  # the upstream token defaults to its own
+    assert TOKEN not in repr(settings)
+    # The same variables tell `grm up` how to dial its children.
+    assert client_security_from_env({**env, "GRM_AUTH_TOKEN_FILE": str(token_file)}) == (
+        settings.upstream
+    )
+    # /get_reward's loopback client must be able to verify this server.
+    no_ca = {k: v for k, v in env.items() if not k.startswith("GRM_UPSTREAM_TLS")}
+    http_args = cli.build_parser().parse_args(
+        ["serve", "aggregator", "--samplers", "s:1", "--http-port", "8000"]
+    )
+    with pytest.raises(SystemExit, match="--upstream-tls-ca"):
+        aggregator_main.build_settings(http_args, no_ca)
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer_ok([("authorization", f"Bearer {TOKEN}")], TOKEN)
+    assert bearer_ok([("x-other", "1"), ("authorization", f"bearer {TOKEN}")], TOKEN)
+    assert not bearer_ok([("authorization", TOKEN)], TOKEN)  # no scheme
+    assert not bearer_ok([("authorization", f"Basic {TOKEN}")], TOKEN)
+    assert not bearer_ok([("authorization", f"Bearer {TOKEN}x")], TOKEN)
+    assert not bearer_ok(None, TOKEN)
+
+
+async def test_the_image_healthcheck_speaks_mutual_tls(pki: Pki) -> None:
+    """docker/healthcheck.py (the `helm test` pod's check) with the chart's TLS flags."""
+    spec = importlib.util.spec_from_file_location("grm_healthcheck", HEALTHCHECK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sampler = await start_sampler(server=pki.server())
+    try:
+        tls = [*("--tls-ca", pki.path("ca.pem"), "--tls-server-name", "grm.test")]
+        mutual = [*("--tls-cert", pki.path("client.pem"), "--tls-key", pki.path("client.key"))]
+        argv = ["--address", sampler.address, "--timeout", "3"]
+        assert await asyncio.to_thread(module.main, [*argv, *tls, *mutual]) == 0
+        assert await asyncio.to_thread(module.main, [*argv, *tls]) == 1  # no client cert
+        assert await asyncio.to_thread(module.main, argv) == 1  # plaintext
+    finally:
+        await sampler.stop()

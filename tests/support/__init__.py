@@ -1,0 +1,1 @@
+"""Shared test code: real servers on free ports, child processes, scripted backends."""

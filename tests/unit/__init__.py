@@ -1,0 +1,1 @@
+"""Pure logic and in-process pipelines: no sockets, no child processes."""

@@ -1,0 +1,154 @@
+"""The in-process pipeline over a scripted backend: re-sampling, caller order, meta-vote, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from grm.backends.base import GenerationRequest
+from grm.core.errors import InvalidArgumentError, UnavailableError
+from grm.core.sampling import derive_seed
+from grm.core.templates import load_templates
+from grm.core.types import Aggregation, PrincipleMode, ScoreStatus
+from grm.core.validation import build_item
+from grm.metarm.agreement import AgreementMetaRM
+from grm.scoring.critique import CritiqueSampler
+from grm.scoring.pipeline import PipelineSettings, ScoringPipeline
+from grm.scoring.principles import PrincipleGenerator
+from tests.support.scripted import ScriptedBackend, keyword_judge, shown_responses
+
+
+def make(backend: ScriptedBackend, **kw: object) -> ScoringPipeline:
+    templates = load_templates()
+    return ScoringPipeline(
+        CritiqueSampler(backend, templates),
+        principles=PrincipleGenerator(backend, templates),
+        meta_rm=AgreementMetaRM(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+RESPONSES = ["bad one", "good one", "bad two", "good two"]
+
+
+async def test_scores_return_in_caller_order_despite_shuffling() -> None:
+    backend = ScriptedBackend()
+    result = await make(backend).score(build_item(query="q", responses=RESPONSES, k=8))
+    orders = {tuple(shown_responses(r)) for r in backend.requests}
+    assert len(orders) > 1  # samples really saw different orders
+    assert result.votes == (16, 72, 16, 72)
+    assert result.rewards == (2.0, 9.0, 2.0, 9.0)
+    assert result.best == (1, 3) and result.tie
+    assert result.k_used == result.k_valid == 8
+    assert result.status is ScoreStatus.COMPLETE
+    assert len({r.seed for r in backend.requests}) == 8
+
+
+async def test_invalid_samples_are_resampled_with_new_seeds() -> None:
+    seen: list[int] = []
+
+    def flaky(request: GenerationRequest) -> str:
+        seen.append(request.seed)
+        return "no scores here" if len(seen) <= 2 else keyword_judge(request)
+
+    backend = ScriptedBackend(flaky, capacity=1)
+    result = await make(backend).score(build_item(query="q", responses=RESPONSES[:2], k=4))
+    assert result.k_valid == 4 and result.invalid_samples == 2
+    assert result.status is ScoreStatus.COMPLETE
+    assert len(set(seen)) == 6  # the two re-samples used fresh seeds
+    invalid = [s for s in result.samples if not s.valid]
+    assert all("no \\boxed" in s.invalid_reason for s in invalid)
+    assert {s.spec.attempt for s in result.samples if s.valid} == {0, 1}
+
+
+async def test_persistently_invalid_samples_are_dropped_and_reported() -> None:
+    def half(request: GenerationRequest) -> str:
+        return "garbage" if request.seed % 2 else keyword_judge(request)
+
+    backend = ScriptedBackend(half)
+    result = await make(backend, settings=PipelineSettings(max_attempts=1)).score(
+        build_item(query="q", responses=RESPONSES[:2], k=16)
+    )
+    assert 0 < result.k_used < 16
+    assert result.status is ScoreStatus.PARTIAL
+    assert result.invalid_samples == 16 - result.k_used
+    assert result.rewards == (2.0, 9.0)  # only valid samples vote; no zero rewards mixed in
+
+
+async def test_no_valid_sample_is_an_error_not_a_reward() -> None:
+    backend = ScriptedBackend(lambda r: "Scores: \\boxed{11, 0}")
+    with pytest.raises(UnavailableError, match="no valid sample out of 12 drawn"):
+        await make(backend).score(build_item(query="q", responses=RESPONSES[:2], k=4))
+
+
+async def test_backend_errors_become_invalid_samples() -> None:
+    calls = iter(range(100))
+    backend = ScriptedBackend(lambda r: "<error>" if next(calls) == 0 else keyword_judge(r))
+    result = await make(backend).score(build_item(query="q", responses=RESPONSES[:2], k=2))
+    assert result.k_valid == 2
+    assert any("backend error" in s.invalid_reason for s in result.samples if not s.valid)
+
+
+async def test_greedy_is_one_sample_at_temperature_zero_in_identity_order() -> None:
+    backend = ScriptedBackend()
+    result = await make(backend).score(
+        build_item(query="q", responses=RESPONSES, aggregation=Aggregation.GREEDY)
+    )
+    [request] = backend.requests
+    assert request.temperature == 0.0
+    assert shown_responses(request) == RESPONSES
+    assert result.k_used == 1 and result.votes == (2, 9, 2, 9)
+
+
+async def test_meta_vote_keeps_top_k_meta() -> None:
+    def one_outlier(request: GenerationRequest) -> str:
+        if request.seed == derive_seed(0, 0):  # sample 0 of a request with the default seed
+            shown = shown_responses(request)
+            scores = ", ".join("1" if "good" in s else "10" for s in shown)
+            return f"Analysis: contrarian.\nScores: \\boxed{{{scores}}}"
+        return keyword_judge(request)
+
+    backend = ScriptedBackend(one_outlier, capacity=8)
+    item = build_item(
+        query="q", responses=RESPONSES[:2], k=8, k_meta=4, aggregation=Aggregation.META_VOTE
+    )
+    result = await make(backend).score(item)
+    assert result.k_used == 4 and result.k_valid == 8
+    assert result.votes == (8, 36)  # the outlier was not among the kept four
+    kept = [s for s, u in zip(result.samples, result.used, strict=True) if u]
+    assert all(s.scores == (2, 9) for s in kept)
+    assert all(m is not None for m in result.meta_scores)
+
+
+async def test_separate_mode_generates_principles_per_sample() -> None:
+    def judge(request: GenerationRequest) -> str:
+        if request.score_count == 0:
+            return f"Specific Criteria: principle set seeded {request.seed}."
+        assert (
+            "#### Specific Criteria ####\nprinciple set seeded" in request.messages[-1]["content"]
+        )
+        return keyword_judge(request)
+
+    backend = ScriptedBackend(judge)
+    result = await make(backend).score(
+        build_item(query="q", responses=RESPONSES[:2], k=3, principle_mode=PrincipleMode.SEPARATE)
+    )
+    assert len({s.principles for s in result.samples}) == 3
+    assert result.votes == (6, 27)
+
+
+async def test_caller_principles_are_used_verbatim() -> None:
+    backend = ScriptedBackend()
+    result = await make(backend).score(
+        build_item(query="q", responses=RESPONSES[:2], k=2, principles="Be safe (100%).")
+    )
+    assert all("Be safe (100%)." in r.messages[-1]["content"] for r in backend.requests)
+    assert all(s.principles == "Be safe (100%)." for s in result.samples)
+
+
+async def test_meta_vote_without_meta_rm_is_invalid_argument() -> None:
+    backend = ScriptedBackend()
+    pipeline = ScoringPipeline(CritiqueSampler(backend, load_templates()))
+    with pytest.raises(InvalidArgumentError, match="aggregation"):
+        await pipeline.score(
+            build_item(query="q", responses=["a", "b"], k=2, aggregation=Aggregation.META_VOTE)
+        )

@@ -45,6 +45,12 @@ class BackendError(UnavailableError):
     """A generation backend failed (load error, server error, overload)."""
 
 
+class ChatTemplateError(InvalidArgumentError):
+    """The engine's chat template refused the messages (e.g. Gemma-2 templates reject a system
+    role). A backend that sees it may retry once with the messages as one user turn
+    (grm.core.templates.single_user_turn) and remember that for the endpoint."""
+
+
 class FailedPreconditionError(GrmError):
     """The service is not ready for this request (e.g. the model is still loading)."""
 

@@ -39,6 +39,24 @@ def defuse_score_lists(text: str) -> str:
     return _BOXED.sub("boxed", text).replace("[[", "[ [")
 
 
+def single_user_turn(messages: Sequence[Message]) -> tuple[Message, ...]:
+    """The same prompt without a system role: system text goes in front of the first user turn.
+
+    Chat templates of some model families (Gemma-2, hence DeepSeek-GRM-27B) raise on a system
+    message; the paper's prompt is one block, so folding it into the user turn loses nothing.
+    """
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return tuple(rest)
+    head = "\n\n".join(system)
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{head}\n\n{m['content']}"
+            return tuple(rest)
+    return ({"role": "user", "content": head}, *rest)
+
+
 @dataclass(frozen=True)
 class TemplateSet:
     """One version of every prompt the suite renders."""

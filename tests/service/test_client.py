@@ -128,8 +128,9 @@ async def test_all_tries_share_one_deadline() -> None:
     assert 1 <= flaky.calls <= 8
     # Each try was sent with what was left of the one deadline, never a fresh one, and a full
     # pause lies between consecutive tries.
+    # (The server reads its time left from gRPC's own clock: up to a few ms over the 2 s sent.)
     left = [t for t in flaky.timeouts if t is not None]
-    assert len(left) == flaky.calls and all(t <= 2.0 for t in left)
+    assert len(left) == flaky.calls and all(t <= 2.0 + 0.05 for t in left)
     assert all(later <= earlier - 0.24 for earlier, later in itertools.pairwise(left))
     # Gave up at the deadline, not 25 s later (3 s of slack: scheduling on a loaded machine).
     assert elapsed < 2.0 + 3.0

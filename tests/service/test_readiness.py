@@ -31,7 +31,7 @@ from grm.client._common import NO_RETRY
 from grm.core.errors import UnavailableError
 from grm.core.types import ModelInfo, PrincipleMode, ScoreStatus
 from grm.core.validation import Defaults
-from grm.rpc.server import serve
+from grm.rpc.server import LIVENESS_SERVICE, serve
 from grm.services.aggregator.main import Aggregator, AggregatorSettings, build
 from grm.services.aggregator.pool import MODEL_MISMATCH_REASON
 from tests.support.redis_server import RedisServer, free_port
@@ -49,11 +49,11 @@ RESPONSES = ["a bad answer", "a good answer"]
 WAIT_S = 10.0  # generous: see the module docstring
 
 
-async def health(address: str) -> int:
+async def health(address: str, service: str = "") -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=2
+                health_pb2.HealthCheckRequest(service=service), timeout=2
             )
         except grpc.aio.AioRpcError:
             return -1
@@ -101,6 +101,8 @@ async def test_not_serving_until_a_sampler_answers_then_follows_the_last_one() -
         await until_health(agg.server.address, NOT_SERVING)
         await asyncio.sleep(0.5)  # several checks later, still not
         assert await health(agg.server.address) == NOT_SERVING
+        # ...but alive: kubelet's liveness probe must not restart it for a missing sampler
+        assert await health(agg.server.address, LIVENESS_SERVICE) == SERVING
 
         sampler = await start_sampler(server=replace(LOOPBACK, port=port))
         await until_health(agg.server.address, SERVING)

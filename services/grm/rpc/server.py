@@ -35,6 +35,11 @@ from grm.telemetry import ServerTraceInterceptor
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+# Health service name that says only "this process runs" (SERVING from start to shutdown):
+# kubelet startup and liveness probes ask for it, so a pod whose dependencies are down (the
+# aggregator without samplers, a sampler without its engine) is taken out of the Service by
+# readiness ("") but never restarted for it.
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class GrmServer:
         if s.auth_token and s.tls is None:
             log.warning("a bearer token is required but TLS is off: tokens cross in clear text")
         await self.set_serving(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
@@ -277,6 +283,7 @@ def _telemetry(server: GrmServer) -> None:
 
 
 __all__ = [
+    "LIVENESS_SERVICE",
     "GrmServer",
     "ServerSettings",
     "channel_options",

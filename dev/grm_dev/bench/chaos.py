@@ -382,10 +382,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             before = footprint(suite.aggregator_pid)
             warm = len(records)
             chaos_stop = asyncio.Event()
-            agent = asyncio.ensure_future(chaos(suite, args, chaos_stop, actions))
+            monkey = asyncio.ensure_future(chaos(suite, args, chaos_stop, actions))
             await asyncio.sleep(args.duration_s)
             chaos_stop.set()
-            await agent  # the last service taken down is back up
+            await monkey  # the last service taken down is back up
             stop.set()
             await load
             await asyncio.sleep(1.0)  # closed calls release their buffers

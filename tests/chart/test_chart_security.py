@@ -106,8 +106,9 @@ def test_every_service_gets_tls_mtls_and_the_token(secure_docs: list[dict[str, A
         # Kubelet gRPC probes cannot speak TLS: they use the plaintext health port.
         health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
         assert health == 8086 and env["GRM_HEALTH_PORT"] == "8086"
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"] == {"port": health}, f"{part} {probe}"
+        assert c["readinessProbe"]["grpc"] == {"port": health}, part
+        for probe in ("startupProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": health, "service": "liveness"}, f"{part} {probe}"
     agg_env = env_of(container(deployments["aggregator"], "aggregator"))
     assert agg_env["GRM_UPSTREAM_TLS_SERVER_NAME"] == "grm.internal"
 

@@ -31,6 +31,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from grm.rpc.server import LIVENESS_SERVICE
 from tests.support.helm import (
     CHART,
     CHART_MANAGED_FLAGS,
@@ -463,8 +464,11 @@ def test_services_use_native_grpc_probes(
         for doc in docs:
             c = container(doc, part)
             port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe]["grpc"] == {"port": port}, f"{part} {probe}"
+            # readiness: the overall health (the aggregator's follows its samplers);
+            # startup and liveness: the process only, never restarted for a dependency
+            assert c["readinessProbe"]["grpc"] == {"port": port}, part
+            for probe in ("startupProbe", "livenessProbe"):
+                assert c[probe]["grpc"] == {"port": port, "service": LIVENESS_SERVICE}, part
             seen.add(part)
     assert {"aggregator", "sampler"} <= seen
 

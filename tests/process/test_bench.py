@@ -1,4 +1,4 @@
-"""Smoke runs of the suite benchmarks (`grm bench overhead|fanout|throughput|cache|all`).
+"""Smoke runs of the suite benchmarks (`grm bench overhead|fanout|throughput|cache|chaos|all`).
 
 Each scenario runs end to end with tiny settings: the scripted `grm dev-tgi` and `grm up
 --backend tgi` as real child processes on loopback. No timing is asserted, only that the
@@ -8,7 +8,10 @@ JSON has the expected keys and positive numbers.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from grm_dev.bench.__main__ import main
 
@@ -92,3 +95,23 @@ def test_throughput_cpu_per_service(tmp_path: Path) -> None:
     cpu = doc["results"]["2"]["cpu_us_per_sample"]
     assert {"aggregator", "sampler-0", "sampler-1", "dev-tgi"} <= set(cpu)
     assert all(v >= 0 for v in cpu.values())
+
+
+def test_chaos_smoke(tmp_path: Path) -> None:
+    """A few seconds of chaos: services killed and restarted, engine faults injected. Every
+    reward that came back COMPLETE equals the fault-free replay's, none is 0, and every
+    failure has a typed status (correctness, not timing, is asserted)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/dev.sh setup installs it)")
+    doc = _run(
+        tmp_path, "chaos", "--duration-s", "6", "--warmup-s", "1", "--chaos-interval-s", "1.5",
+        "--down-s", "1", "--concurrency", "2", "--seed", "3",
+    )  # fmt: skip
+    assert doc["requests"] > 0 and doc["complete_replayed"] > 0
+    assert doc["wrong_rewards"] == 0, doc["wrong_examples"]
+    assert doc["replay_failed"] == {}  # every COMPLETE request was compared
+    assert doc["zero_rewards"] == 0 and doc["untyped_failures"] == 0
+    assert sum(doc["by_status"].values()) == doc["requests"]
+    assert doc["chaos_actions"] >= 1 and len(doc["actions"]) == doc["chaos_actions"]
+    for side in ("aggregator_before", "aggregator_after"):
+        assert doc[side]["fds"] > 0 and doc[side]["rss_kib"] > 0

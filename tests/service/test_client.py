@@ -138,8 +138,9 @@ async def test_all_tries_share_one_deadline() -> None:
     # pause lies between consecutive tries (both on the client's clock: no network in it).
     assert all(t is not None and t <= 2.0 for t in sent)
     assert all(later <= earlier - 0.249 for earlier, later in itertools.pairwise(sent))
-    # The server saw the same shrinking deadline (it adds transfer delays, so only bounded).
-    assert all(t is not None and t <= 2.0 for t in flaky.timeouts)
+    # The server saw the same deadline, read on gRPC's own clock (a few ms over the 2 s sent
+    # have been seen) and after transfer delays, so only bounded.
+    assert all(t is not None and t <= 2.0 + 0.05 for t in flaky.timeouts)
     # Gave up at the deadline, not 25 s later (3 s of slack: scheduling on a loaded machine).
     assert elapsed < 2.0 + 3.0
 

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grm.backends.base import GenerationRequest
 from grm.client import (
     DEFAULT_MAX_BATCH_ITEMS,
     NO_RETRY,
@@ -28,6 +30,7 @@ from grm.client import (
     GrmClient,
     ScoredItem,
 )
+from grm.client._common import RetryPolicy
 from grm.client.batching import BatchRun, item_cost, plan_batches, varint_size
 from grm.core.errors import (
     DeadlineExceededError,
@@ -39,6 +42,7 @@ from grm.core.types import Aggregation, ScoreResult, ScoreStatus
 from grm.rpc.convert import score_request
 from grm.rpc.server import MiB
 from grm.v1 import reward_pb2
+from tests.support.scripted import keyword_judge
 from tests.support.servers import LOOPBACK, ROOT, child_env, running_suite
 
 EXAMPLE = ROOT / "examples" / "sdk_batch.py"
@@ -258,6 +262,74 @@ async def test_a_failed_call_is_an_error_per_item_never_a_zero() -> None:
         out = await client.score_many([item(0), item(1)], max_batch_items=1)
     assert [r.status for r in out] == ["UNAVAILABLE", "UNAVAILABLE"]
     assert all(isinstance(r.error, UnavailableError) and r.rewards is None for r in out)
+
+
+class FlakyJudge:
+    """keyword_judge, except that the first `failures` generations for a query containing
+    "flaky" break the model (the item then comes back UNAVAILABLE: no valid sample)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, request: GenerationRequest) -> str:
+        query = request.messages[-1]["content"]
+        if "flaky" in query:
+            key = next(w for w in query.split() if w.startswith("flaky"))
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if self.seen[key] <= self.failures:
+                return "<error>"
+        return keyword_judge(request)
+
+
+FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_score_many_retries_only_the_items_that_came_back_unavailable(
+    blocking: bool,
+) -> None:
+    items = [item(0, k=1), {**item(1, k=1), "query": "question flaky1"}, item(2, k=1)]
+    items.append({**item(3, k=1), "query": "question flaky3"})
+    judge = FlakyJudge(failures=2)  # two bad tries each, the third is fine
+    async with running_suite(script=judge, max_attempts=1) as suite:
+        if blocking:
+
+            def run() -> tuple[list[ScoredItem], list[reward_pb2.ScoreBatchRequest]]:
+                with GrmClient(suite.address, timeout=30, retry=FAST_RETRY) as client:
+                    sent = record_calls(client)
+                    return client.score_many(items), sent
+
+            out, sent = await asyncio.to_thread(run)
+        else:
+            async with AsyncGrmClient(suite.address, timeout=30, retry=FAST_RETRY) as client:
+                sent = record_calls(client)
+                out = await client.score_many(items)
+    assert [r.rewards for r in out] == [expected(i) for i in range(4)]
+    # the first call had all four; each retry only the two flaky ones
+    assert [len(call.items) for call in sent] == [4, 2, 2]
+    assert [r.query for r in sent[1].items] == ["question flaky1", "question flaky3"]
+
+
+async def test_score_many_retries_stop_at_the_deadline_with_a_typed_status() -> None:
+    judge = FlakyJudge(failures=10**6)  # never recovers
+    policy = RetryPolicy(max_attempts=1000, initial_backoff_s=0.2, multiplier=1.0)
+    items = [item(0, k=1), {**item(1, k=1), "query": "question flaky1"}]
+    async with (
+        running_suite(script=judge, max_attempts=1) as suite,
+        AsyncGrmClient(suite.address, retry=policy) as client,
+    ):
+        sent = record_calls(client)
+        started = time.monotonic()
+        out = await client.score_many(items, timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert out[0].rewards == expected(0)
+    # the last try's outcome: still down, or out of time on that try; never a reward
+    assert out[1].status in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and out[1].rewards is None
+    # Pauses of 0.1 s (half the 0.2 s cap, on average) inside a 1 s deadline: a few retries,
+    # far fewer than the policy's 1000 (the deadline, not the count, ended them).
+    assert 2 <= len(sent) < 20
+    assert elapsed < 1.0 + 5.0  # generous: a loaded machine only delays the replies
 
 
 async def test_score_and_score_batch_take_deadlines_and_latency_budgets() -> None:

@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 import socket
+import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from grm.rpc.security import (
     ClientSecurity,
     SecurityConfigError,
     ServerTls,
+    TokenSource,
     aio_channel,
     bearer_ok,
     client_security_from_env,
@@ -38,9 +40,9 @@ from grm.rpc.server import ServerSettings, wait_serving
 from grm.services.aggregator import main as aggregator_main
 from grm.services.aggregator.http_rm import HttpRmSettings
 from grm.services.sampler import main as sampler_main
-from grm.v1 import reward_pb2, reward_pb2_grpc
+from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, reward_pb2, reward_pb2_grpc
 from tests.support.certs import make_ca, make_leaf
-from tests.support.servers import LOOPBACK, running_suite, start_sampler
+from tests.support.servers import LOOPBACK, TrackingBackend, running_suite, start_sampler
 
 TOKEN = "tok-" + secrets.token_hex(16)
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
@@ -393,3 +395,190 @@ async def test_the_image_healthcheck_speaks_mutual_tls(pki: Pki) -> None:
         assert await asyncio.to_thread(module.main, argv) == 1  # plaintext
     finally:
         await sampler.stop()
+
+
+# --- rotation without a restart ---------------------------------------------------------------
+
+
+class SecretVolume:
+    """A directory laid out as Kubernetes mounts a Secret: each key a symlink into `..data`,
+    itself a symlink to a timestamped folder; an update writes a new folder and swaps `..data`
+    in one rename."""
+
+    def __init__(self, root: Path, files: dict[str, bytes]) -> None:
+        self.root = root
+        self.version = 0
+        root.mkdir()
+        self.update(files)
+        for name in files:
+            (root / name).symlink_to(Path("..data") / name)
+
+    def update(self, files: dict[str, bytes]) -> None:
+        self.version += 1
+        folder = self.root / f"..v{self.version}"
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(folder.name)
+        tmp.replace(self.root / "..data")  # atomic, as the kubelet does
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+
+def _read(pki: Pki, name: str) -> bytes:
+    return (pki.dir / name).read_bytes()
+
+
+async def _sample_code(address: str, security: ClientSecurity) -> str:
+    """One CritiqueService.Sample call's status (OK or the error code's name)."""
+    request = critique_pb2.CritiqueRequest(
+        query="q", responses=RESPONSES, specs=[common_pb2.SampleSpec(index=0, seed=1, order=[0, 1])]
+    )
+    async with aio_channel(address, security) as channel:
+        try:
+            await critique_pb2_grpc.CritiqueServiceStub(channel).Sample(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+    return "OK"
+
+
+async def test_rotated_certificate_key_ca_and_token_take_effect_without_a_restart(
+    pki: Pki, tmp_path: Path
+) -> None:
+    if not (pki.dir / "server2.pem").exists():
+        make_leaf(pki.dir, "server2", "other-ca", "DNS:grm.test,DNS:localhost,IP:127.0.0.1")
+    volume = SecretVolume(
+        tmp_path / "tls",
+        {
+            "tls.crt": _read(pki, "server.pem"),
+            "tls.key": _read(pki, "server.key"),
+            "ca.crt": _read(pki, "ca.pem"),
+            "token": b"first-token\n",
+        },
+    )
+    tls = ServerTls.load(volume.path("tls.crt"), volume.path("tls.key"), volume.path("ca.crt"))
+    server = replace(
+        LOOPBACK, tls=tls, auth_token="first-token", auth_token_file=volume.path("token")
+    )
+    sampler = await start_sampler(TrackingBackend(delay=1.0), server=server)
+
+    def client(ca: str, cert: str, token: str) -> ClientSecurity:
+        return pki.client(token, cert=cert, ca=ca)
+
+    old = client("ca.pem", "client", "first-token")
+    new = client("other-ca.pem", "stranger", "second-token")
+    try:
+        assert await _sample_code(sampler.address, old) == "OK"
+        # A call in flight while the Secret changes (it takes 1 s) finishes on its connection.
+        in_flight = asyncio.ensure_future(_sample_code(sampler.address, old))
+        await asyncio.sleep(0.3)
+        assert sampler.backend.running == 1
+        volume.update(
+            {
+                "tls.crt": _read(pki, "server2.pem"),
+                "tls.key": _read(pki, "server2.key"),
+                "ca.crt": _read(pki, "other-ca.pem"),
+                "token": b"second-token\n",
+            }
+        )
+        assert await in_flight == "OK"
+        # New connections get the new certificate (signed by the other CA), the new client
+        # CA and the new token; the old material no longer opens a call.
+        assert await _sample_code(sampler.address, new) == "OK"
+        assert await _sample_code(sampler.address, old) == "UNAVAILABLE"  # old CA: no handshake
+        with_old_token = client("other-ca.pem", "stranger", "first-token")
+        assert await _sample_code(sampler.address, with_old_token) == "UNAUTHENTICATED"
+    finally:
+        await sampler.stop(0)
+
+
+async def test_a_half_written_rotation_keeps_the_last_good_material(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    volume = SecretVolume(
+        tmp_path / "tls", {"tls.crt": _read(pki, "server.pem"), "tls.key": _read(pki, "server.key")}
+    )
+    tls = ServerTls.load(volume.path("tls.crt"), volume.path("tls.key"))
+    sampler = await start_sampler(server=replace(LOOPBACK, tls=tls))
+    try:
+        # A certificate whose key is not there yet: handshakes go on with the last good pair.
+        volume.update({"tls.crt": _read(pki, "client.pem"), "tls.key": _read(pki, "server.key")})
+        with caplog.at_level(logging.WARNING, logger="grm.rpc.security"):
+            assert await _sample_code(sampler.address, pki.client(None, cert=None)) == "OK"
+        assert "cannot be used" in caplog.text
+    finally:
+        await sampler.stop(0)
+
+
+async def test_client_channels_follow_a_rotated_token_file(tmp_path: Path) -> None:
+    volume = SecretVolume(tmp_path / "auth", {"token": b"first-token"})
+    server = replace(LOOPBACK, auth_token="first-token", auth_token_file=volume.path("token"))
+    sampler = await start_sampler(server=server)
+    following = ClientSecurity.load(token="first-token", token_file=volume.path("token"))
+    fixed = ClientSecurity.load(token="first-token")
+    try:
+        async with aio_channel(sampler.address, following) as channel:
+            stub = critique_pb2_grpc.CritiqueServiceStub(channel)
+            await stub.GetLoad(critique_pb2.LoadRequest(), timeout=5)
+            volume.update({"token": b"second-token"})
+            await stub.GetLoad(critique_pb2.LoadRequest(), timeout=5)  # same channel, new token
+        assert await _sample_code(sampler.address, fixed) == "UNAUTHENTICATED"
+    finally:
+        await sampler.stop(0)
+
+
+# --- /get_reward secured like gRPC -------------------------------------------------------------
+
+
+async def test_get_reward_over_https_needs_the_token(pki: Pki) -> None:
+    http = HttpRmSettings(
+        port=0, group=False, k=1, tls=pki.server_tls(mutual=False), token=TokenSource(TOKEN)
+    )
+    async with running_suite(
+        backend_server=pki.server(),
+        server=pki.server(mutual=False),
+        upstream=pki.client(),
+        http=http,
+    ) as suite:
+        assert suite.aggregator.http is not None
+        port = suite.aggregator.http.port
+        body = {"query": ["Q good", "Q bad"], "prompts": ["Q", "Q"]}
+        ctx = ssl.create_default_context(cafile=pki.path("ca.pem"))
+        url = f"https://127.0.0.1:{port}/get_reward"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=body, ssl=ctx) as reply:
+                assert reply.status == 401
+                assert "bearer" in (await reply.json())["error"]
+            wrong = {"Authorization": f"Bearer {TOKEN}x"}
+            async with session.post(url, json=body, ssl=ctx, headers=wrong) as reply:
+                assert reply.status == 401
+            right = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.post(url, json=body, ssl=ctx, headers=right) as reply:
+                assert reply.status == 200
+                assert (await reply.json())["rewards"] == [9.0, 2.0]
+            async with session.get(f"https://127.0.0.1:{port}/health", ssl=ctx) as reply:
+                assert reply.status == 200  # probes need no token
+            with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served
+                async with session.post(f"http://127.0.0.1:{port}/get_reward", json=body):
+                    pass
+
+
+def test_the_http_endpoint_takes_the_servers_tls_and_token(pki: Pki, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    args = cli.build_parser().parse_args(
+        ["serve", "aggregator", "--samplers", "s:1", "--http-port", "8000"]
+    )
+    env = {
+        "GRM_TLS_CERT": pki.path("server.pem"),
+        "GRM_TLS_KEY": pki.path("server.key"),
+        "GRM_AUTH_TOKEN_FILE": str(token_file),
+        "GRM_UPSTREAM_TLS_CA": pki.path("ca.pem"),
+    }
+    settings = aggregator_main.build_settings(args, env)
+    assert settings.http is not None and settings.http.tls is settings.server.tls
+    assert settings.http.token is not None and settings.http.token() == TOKEN
+    token_file.write_text("rotated-token", encoding="utf-8")
+    assert settings.http.token() == "rotated-token"

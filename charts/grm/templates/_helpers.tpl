@@ -297,13 +297,17 @@ Call with (list $ scrapeObjectEnabledValue). */}}
 {{- end }}
 {{- end }}
 
-{{/* gRPC probes on the standard health service; call with (list port probesValues). */}}
+{{/* gRPC probes on the standard health service; call with (list port probesValues).
+Readiness asks the server's overall health (the aggregator's follows its samplers, a sampler's
+its engine); startup and liveness ask the "liveness" service, SERVING while the process runs,
+so a pod whose dependencies are down leaves the Service but is not restarted for it. */}}
 {{- define "grm.grpcProbes" -}}
 {{- $port := index . 0 }}
 {{- $p := index . 1 -}}
 startupProbe:
   grpc:
     port: {{ $port }}
+    service: liveness
   periodSeconds: {{ $p.startup.periodSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
   timeoutSeconds: 2
@@ -316,6 +320,7 @@ readinessProbe:
 livenessProbe:
   grpc:
     port: {{ $port }}
+    service: liveness
   periodSeconds: {{ $p.liveness.periodSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
   timeoutSeconds: 5

@@ -10,6 +10,7 @@ from grm_dev.bench import (
     autoscale,
     budgets,
     cache,
+    chaos,
     embedded,
     fanout,
     injection,
@@ -32,6 +33,7 @@ SCENARIOS = {
     "planner": budgets,
     "autoscale": autoscale,
     "load": load,
+    "chaos": chaos,
 }
 
 

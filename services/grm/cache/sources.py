@@ -68,8 +68,12 @@ class CachingSampleSource:
         return getattr(self.inner, name)
 
     async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
-        """Samples for `specs` in their order (fewer only if `inner` returned fewer)."""
-        model = self.inner.info
+        """Samples for `specs` in their order (fewer only if `inner` returned fewer).
+
+        Keys use the job's pinned model when it has one (the pool then draws only from
+        samplers serving it), else the model `inner` reports now.
+        """
+        model = job.model or self.inner.info
         if not model_known(model):  # e.g. a pool before its first reply: no lookup is safe
             got = list(await self.inner.sample(job, specs))
             current_usage().samples_generated += len(got)
@@ -151,7 +155,7 @@ class CachingSampleSource:
             return
 
         wanted = [specs[lead[key][0]] for key in misses]
-        model = self.inner.info
+        model = job.model or self.inner.info
         got = await self.inner.sample(job, wanted)
         if len(got) == len(wanted):
             pairs = list(zip(misses, got, strict=True))
@@ -166,8 +170,9 @@ class CachingSampleSource:
     async def _store(
         self, job: SamplingJob, model: ModelInfo, pairs: list[tuple[str | None, Sample]]
     ) -> None:
-        """Store the valid samples under the model that answered (a source may learn it then)."""
-        answered = self.inner.info
+        """Store the valid samples under the model that answered (a source may learn it then;
+        a pinned job's samples all come from its model)."""
+        answered = job.model or self.inner.info
         if not model_known(answered):
             return
         to_store = []

@@ -117,6 +117,17 @@ async def score_lines(
             task.cancel()
 
 
+def encode_record(record: dict[str, Any]) -> str:
+    """One output line: readable UTF-8, or JSON escapes where text cannot be UTF-8 (an id
+    with a lone surrogate is echoed, not lost)."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record)
+    return line
+
+
 async def run_scorefile(
     stream: IO[bytes],
     out: IO[str],
@@ -136,7 +147,7 @@ async def run_scorefile(
         async for record in score_lines(
             parse_lines(raw_lines), build, score, details=details, concurrency=concurrency
         ):
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(encode_record(record) + "\n")
             out.flush()
             if "error" in record:
                 failed += 1

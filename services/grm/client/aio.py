@@ -16,7 +16,6 @@ from grm.client._common import (
     RetryPolicy,
     as_request,
     batch_outcomes,
-    batch_request,
     error_of,
 )
 from grm.client.batching import (
@@ -25,7 +24,6 @@ from grm.client.batching import (
     BatchCall,
     BatchRun,
     ScoredItem,
-    with_budget,
 )
 from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
@@ -151,9 +149,16 @@ class AsyncGrmClient:
         One call: it must fit the message limit and --max-batch-items (score_many splits).
         `latency_budget_ms` applies to the items that carry no budget of their own.
         """
-        request = batch_request([with_budget(as_request(i), latency_budget_ms) for i in items])
-        reply = await self._call(self._stub.ScoreBatch, request, timeout)
-        return batch_outcomes(reply)
+        run = BatchRun(
+            items,
+            max_bytes=2**62,
+            max_items=max(1, len(items)),
+            latency_budget_ms=latency_budget_ms,
+        )  # one call; an item that cannot be sent (e.g. unencodable text) is its own error
+        for call in run.calls:
+            reply = await self._call(self._stub.ScoreBatch, call.request, timeout)
+            run.record(call, batch_outcomes(reply))
+        return run.outcomes()
 
     async def score_many(
         self,
@@ -180,15 +185,28 @@ class AsyncGrmClient:
             latency_budget_ms=latency_budget_ms,
         )
         limit = asyncio.Semaphore(max(1, concurrency))
+        time_limit = self.timeout if timeout is None else timeout
 
         async def send(call: BatchCall) -> None:
             async with limit:
-                try:
-                    reply = await self._call(self._stub.ScoreBatch, call.request, timeout)
-                except GrmError as exc:
-                    run.record(call, exc)
-                else:
-                    run.record(call, batch_outcomes(reply))
+                deadline = None if time_limit is None else time.monotonic() + time_limit
+                attempt = 0
+                while True:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    try:
+                        reply = await self._call(self._stub.ScoreBatch, call.request, left)
+                    except GrmError as exc:
+                        run.record(call, exc)
+                    else:
+                        run.record(call, batch_outcomes(reply))
+                    again = run.retry(call, self.retry, attempt)
+                    if again is None:
+                        return
+                    pause = self.retry.backoff(attempt, self._rng)
+                    if deadline is not None and time.monotonic() + pause >= deadline:
+                        return  # no time for another try: the items keep their status
+                    await asyncio.sleep(pause)
+                    call, attempt = again, attempt + 1
 
         await asyncio.gather(*(send(call) for call in run.calls))
         return run.results()

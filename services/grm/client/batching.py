@@ -11,6 +11,11 @@ Sizes are exact, not guessed: in `ScoreBatchRequest` (`repeated ScoreRequest ite
 each item costs its tag (1 byte), its length as a varint, and its `ByteSize()`, so a
 batch's serialized size is the sum of its items' costs.
 
+Items that come back with a transient status (UNAVAILABLE, RESOURCE_EXHAUSTED: a sampler
+lost mid-item, an admission limit) are sent again in a call of their own (`BatchRun.retry`),
+with the client's backoff, as long as the call's deadline allows; the others keep their
+outcome.
+
 This module is pure (no I/O): `GrmClient.score_many` and `AsyncGrmClient.score_many` only
 send the calls a `BatchRun` plans and hand the replies back to it.
 """
@@ -21,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from grm.client._common import BatchOutcome, ItemLike, as_request
+from grm.client._common import BatchOutcome, ItemLike, RetryPolicy, as_request
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.types import ScoreResult
 from grm.v1 import reward_pb2
@@ -174,6 +179,8 @@ class BatchRun:
                 requests.append(None)
                 error = InvalidArgumentError(f"not a score item: {exc}", field=f"items[{index}]")
                 self._outcomes.append(ScoredItem(index, error=error))
+        self._requests = requests
+        self._retries = 0
         costs = [None if r is None else item_cost(r) for r in requests]
         batches, oversize = plan_batches(costs, max_bytes=max_bytes, max_items=max_items)
         for index in oversize:
@@ -193,6 +200,19 @@ class BatchRun:
             for number, indices in enumerate(batches)
         ]
 
+    @classmethod
+    def one_call(
+        cls, items: Sequence[ItemLike], *, latency_budget_ms: int | None = None
+    ) -> BatchRun:
+        """All items in one call (`score_batch`); an item that cannot be sent (e.g. text that
+        cannot be encoded) is an INVALID_ARGUMENT of its own and the others still go."""
+        return cls(
+            items,
+            max_bytes=2**62,
+            max_items=max(1, len(items)),
+            latency_budget_ms=latency_budget_ms,
+        )
+
     def record(self, call: BatchCall, reply: Sequence[BatchOutcome] | GrmError) -> None:
         """A call's per-item outcomes, or the error that failed the whole call."""
         if not isinstance(reply, GrmError) and len(reply) != len(call.indices):
@@ -203,6 +223,36 @@ class BatchRun:
                 self._outcomes[index] = ScoredItem(index, error=_renumber(outcome, index))
             else:
                 self._outcomes[index] = ScoredItem(index, result=outcome)
+
+    def retry(self, call: BatchCall, policy: RetryPolicy, attempt: int) -> BatchCall | None:
+        """A call re-sending the items of `call` that failed with a status `policy` retries
+        (None when there are none, or `attempt` was the last the policy allows)."""
+        codes = {code.name for code in policy.codes}
+        again = [
+            index
+            for index in call.indices
+            if (outcome := self._outcomes[index]) is not None
+            and outcome.error is not None
+            and outcome.error.code in codes
+        ]
+        if not again or attempt + 1 >= policy.max_attempts:
+            return None
+        self._retries += len(again)
+        items = [self._requests[i] for i in again]
+        return BatchCall(call.number, tuple(again), reward_pb2.ScoreBatchRequest(items=items))
+
+    @property
+    def retried(self) -> int:
+        """Item re-sends so far (each retried item counts once per retry)."""
+        return self._retries
+
+    def outcomes(self) -> list[BatchOutcome]:
+        """`results()` as ScoreBatch outcomes: a ScoreResult or a GrmError per item."""
+        out: list[BatchOutcome] = []
+        for scored in self.results():
+            assert scored.result is not None or scored.error is not None
+            out.append(scored.error if scored.error is not None else scored.result)  # type: ignore[arg-type]
+        return out
 
     def results(self) -> list[ScoredItem]:
         """One ScoredItem per input item, in input order (after every call was recorded)."""

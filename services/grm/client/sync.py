@@ -15,10 +15,9 @@ from grm.client._common import (
     RetryPolicy,
     as_request,
     batch_outcomes,
-    batch_request,
     error_of,
 )
-from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS, BatchRun, ScoredItem, with_budget
+from grm.client.batching import DEFAULT_MAX_BATCH_ITEMS, BatchCall, BatchRun, ScoredItem
 from grm.core.errors import DeadlineExceededError, GrmError
 from grm.core.types import ScoreItem, ScoreResult
 from grm.rpc import convert
@@ -134,8 +133,16 @@ class GrmClient:
         One call: it must fit the message limit and --max-batch-items (score_many splits).
         `latency_budget_ms` applies to the items that carry no budget of their own.
         """
-        request = batch_request([with_budget(as_request(i), latency_budget_ms) for i in items])
-        return batch_outcomes(self._call(self._stub.ScoreBatch, request, timeout))
+        run = BatchRun(
+            items,
+            max_bytes=2**62,
+            max_items=max(1, len(items)),
+            latency_budget_ms=latency_budget_ms,
+        )  # one call; an item that cannot be sent (e.g. unencodable text) is its own error
+        for call in run.calls:
+            reply = self._call(self._stub.ScoreBatch, call.request, timeout)
+            run.record(call, batch_outcomes(reply))
+        return run.outcomes()
 
     def score_many(
         self,
@@ -160,11 +167,25 @@ class GrmClient:
             max_items=max_batch_items,
             latency_budget_ms=latency_budget_ms,
         )
-        for call in run.calls:
-            try:
-                reply = self._call(self._stub.ScoreBatch, call.request, timeout)
-            except GrmError as exc:
-                run.record(call, exc)
-            else:
-                run.record(call, batch_outcomes(reply))
+        time_limit = self.timeout if timeout is None else timeout
+        for first in run.calls:
+            call: BatchCall | None = first
+            deadline = None if time_limit is None else time.monotonic() + time_limit
+            attempt = 0
+            while call is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                try:
+                    reply = self._call(self._stub.ScoreBatch, call.request, left)
+                except GrmError as exc:
+                    run.record(call, exc)
+                else:
+                    run.record(call, batch_outcomes(reply))
+                again = run.retry(call, self.retry, attempt)
+                if again is None:
+                    break
+                pause = self.retry.backoff(attempt, self._rng)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    break  # no time for another try: the items keep their status
+                time.sleep(pause)
+                call, attempt = again, attempt + 1
         return run.results()

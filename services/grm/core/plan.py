@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from grm.core.types import Aggregation, Context, SamplingParams, ScoreItem
+from grm.core.types import Aggregation, Context, ModelInfo, SamplingParams, ScoreItem
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,10 @@ class SamplingJob:
     """What every sample of one request shares, and when they are due (a sample source's input).
 
     `deadline`: the samples must be back by then. `vote_at`: the caller votes then (it has a
-    latency budget); a sampler serves queued samples earliest vote first, then earliest deadline.
+    latency budget); a sampler serves queued samples earliest vote first, the others share
+    what is left fairly. `model`: the model every sample must come from (the aggregator pins
+    it per request, so samplers serving different models are never mixed in one vote; None:
+    whatever the source serves).
     """
 
     context: Context
@@ -69,6 +72,7 @@ class SamplingJob:
     params: SamplingParams
     deadline: float | None = None
     vote_at: float | None = None
+    model: ModelInfo | None = None
 
     @classmethod
     def of(cls, item: ScoreItem) -> SamplingJob:
@@ -111,6 +115,12 @@ class SamplingJob:
         """The sort key of queued work (lower first): the vote, else the deadline, else never."""
         return min((t for t in (self.vote_at, self.deadline) if t is not None), default=math.inf)
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether the caller votes at a latency budget (such work is served earliest vote
+        first; work without a budget shares the slots fairly between requests)."""
+        return self.vote_at is not None
+
 
 @dataclass(frozen=True)
 class RequestPlan:
@@ -120,7 +130,9 @@ class RequestPlan:
     sample indices, seeds and orders depend only on the item, never on the plan, so a cut k
     reuses the same cached samples as a full one. `deadline` is when sampling must end (the
     caller's deadline minus the aggregator's reply reserve); `vote_at` is the anytime vote
-    (latency budget minus the vote margin), None without a budget.
+    (latency budget minus the vote margin), None without a budget. `model` is the model the
+    sample source served when the plan was made: every sample and cache key of the request
+    uses it (None: not known, e.g. local scoring before the model is loaded).
     """
 
     item: ScoreItem
@@ -129,6 +141,7 @@ class RequestPlan:
     deadline: float | None = None
     vote_at: float | None = None
     margins: Margins = MARGINS
+    model: ModelInfo | None = None
 
     @property
     def k_requested(self) -> int:
@@ -165,6 +178,7 @@ class RequestPlan:
             item.sampling,
             deadline=self.deadline,
             vote_at=self.vote_at,
+            model=self.model,
         )
 
     def time_left(self, now: float) -> float | None:
@@ -183,9 +197,11 @@ def plan_request(
     caller_deadline: float | None,
     k_planned: int | None = None,
     margins: Margins = MARGINS,
+    model: ModelInfo | None = None,
 ) -> RequestPlan:
     """The plan of one validated item: `caller_deadline` is the gRPC deadline (monotonic, None
-    without one); `k_planned` the k planner's pick (None: all of item.k)."""
+    without one); `k_planned` the k planner's pick (None: all of item.k); `model` the model
+    the request is pinned to."""
     k = item.k if k_planned is None else max(1, min(item.k, k_planned))
     vote_at = (
         now + margins.vote_cutoff_ms(item.latency_budget_ms) / 1000
@@ -199,6 +215,7 @@ def plan_request(
         deadline=margins.work_deadline(caller_deadline, now),
         vote_at=vote_at,
         margins=margins,
+        model=model,
     )
 
 

@@ -50,9 +50,24 @@ class Defaults:
     seed: int = 0
 
 
+def check_encodable(text: str, field: str) -> None:
+    """Text UTF-8 cannot encode (a lone surrogate such as "\\udcff", which valid JSON can carry
+    as an escape) is the caller's error, named by its field: protobuf messages, JSON output and
+    every engine need UTF-8, and would otherwise fail deep inside with a raw traceback."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"cannot be encoded as UTF-8: a lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start}",
+            field=field,
+        ) from None
+
+
 def _check_text(text: str, field: str, max_chars: int, *, allow_empty: bool = False) -> None:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"must be a string, got {type(text).__name__}", field=field)
+    check_encodable(text, field)
     if not allow_empty and not text.strip():
         raise InvalidArgumentError("must not be empty", field=field)
     if len(text) > max_chars:
@@ -195,6 +210,7 @@ def build_item(
         raise InvalidArgumentError(f"must be in [0, 2^63), got {seed}", field="seed")
     if latency_budget_ms < 0:
         raise InvalidArgumentError("must not be negative", field="latency_budget_ms")
+    check_encodable(request_id, "request_id")
 
     return ScoreItem(
         context=context,

@@ -1,16 +1,21 @@
-"""Standard gRPC health: a servicer whose watchers let a draining server stop, and a client
-poll that waits for SERVING (`grm up`, the launcher, tests)."""
+"""Standard gRPC health: a servicer whose watchers let a draining server stop, a watcher that
+keeps a server's health equal to what it depends on, and a client poll that waits for SERVING
+(`grm up`, the launcher, tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from grm.rpc.security import ClientSecurity, aio_channel
+
+log = logging.getLogger(__name__)
 
 
 class _LastStatus:
@@ -85,3 +90,75 @@ async def wait_serving(
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{address} did not become SERVING within {within_s:.0f}s")
             await asyncio.sleep(interval)
+
+
+class Readiness(Protocol):
+    """What a watcher drives: a server's SERVING / NOT_SERVING (GrmServer.set_serving)."""
+
+    async def set_serving(self, serving: bool) -> None: ...
+
+
+class ReadinessWatcher:
+    """Keeps a server's health equal to `probe()`: checked every `interval_s`, flipped both
+    ways (and logged) when the answer changes.
+
+    A sampler follows its generation backend; the aggregator follows its samplers and, when
+    its mode needs one, its principle generator — so a Kubernetes Service routes no traffic to
+    a pod that cannot answer. A probe that raises counts as not ready.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[bool]],
+        server: Readiness,
+        *,
+        interval_s: float,
+        what: str = "dependencies",
+    ) -> None:
+        self.probe = probe
+        self.server = server
+        self.interval_s = max(0.05, interval_s)
+        self.what = what
+        self.serving: bool | None = None  # last state published (None: none yet)
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> bool:
+        """Probe once and publish a change; returns whether ready."""
+        try:
+            ok = bool(await self.probe())
+        except Exception as exc:
+            log.warning("%s probe failed: %s: %s", self.what, type(exc).__name__, exc)
+            ok = False
+        if ok != self.serving:
+            if self.serving is not None:
+                if ok:
+                    log.info("%s healthy again: SERVING", self.what)
+                else:
+                    log.warning("%s unhealthy: NOT_SERVING until they recover", self.what)
+            self.serving = ok
+            await self.server.set_serving(ok)
+        return ok
+
+    async def wait_ready(self, retry_s: float | None = None) -> None:
+        """Check until ready (a service's warm-up: NOT_SERVING meanwhile)."""
+        while True:
+            if await self.check():
+                return
+            await asyncio.sleep(self.interval_s if retry_s is None else retry_s)
+
+    def start(self) -> None:
+        """Check every interval from now on (in the background)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

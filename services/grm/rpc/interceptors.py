@@ -93,11 +93,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Requires `authorization: Bearer <token>`; health checks and reflection stay open.
 
     The token is compared in constant time and never logged; a rejected call gets
-    UNAUTHENTICATED before any servicer code runs.
+    UNAUTHENTICATED before any servicer code runs. `token` may be a TokenSource (a token
+    file re-read when it changes): each call is checked against the current token.
     """
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, token: str | Callable[[], str | None]) -> None:
+        self._token = token if callable(token) else (lambda: token)
 
     def __repr__(self) -> str:
         return "AuthInterceptor(<token>)"
@@ -111,7 +112,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or is_open_method(method):
             return handler
-        if bearer_ok(handler_call_details.invocation_metadata, self._token):
+        token = self._token()
+        if token and bearer_ok(handler_call_details.invocation_metadata, token):
             return handler
         log.info("%s -> UNAUTHENTICATED: missing or wrong bearer token", method)
         return _rejecting(handler)

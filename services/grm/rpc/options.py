@@ -208,6 +208,7 @@ def client_security(values: Mapping[str, Any], environ: Mapping[str, str]) -> Cl
             key=values["tls_client_key"],
             server_name=values["tls_server_name"],
             token=resolve_token(values["auth_token_file"], environ),
+            token_file=values["auth_token_file"],
             names=("--tls-ca", "--tls-client-cert", "--tls-client-key"),
         )
     except SecurityConfigError as exc:
@@ -220,23 +221,28 @@ def config_error(exc: SecurityConfigError) -> SystemExit:
 
 
 def upstream_security(
-    values: Mapping[str, Any], environ: Mapping[str, str], own_token: str | None
+    values: Mapping[str, Any],
+    environ: Mapping[str, str],
+    own_token: str | None,
+    own_token_file: str | None = None,
 ) -> ClientSecurity:
-    """How a service dials the services behind it, from resolved UPSTREAM_OPTIONS."""
+    """How a service dials the services behind it, from resolved UPSTREAM_OPTIONS (the token
+    defaults to the service's own, followed in its file when it came from one)."""
     try:
-        token = (
-            resolve_token(
-                values["upstream_auth_token_file"], {}, file_option="--upstream-auth-token-file"
-            )
-            or resolve_token(None, environ, env_name="GRM_UPSTREAM_AUTH_TOKEN")
-            or own_token
-        )
+        token_file = values["upstream_auth_token_file"]
+        token = resolve_token(token_file, {}, file_option="--upstream-auth-token-file")
+        if not token:
+            token_file = None
+            token = resolve_token(None, environ, env_name="GRM_UPSTREAM_AUTH_TOKEN") or own_token
+            if token and token == own_token:
+                token_file = own_token_file
         return ClientSecurity.load(
             ca=values["upstream_tls_ca"],
             cert=values["upstream_tls_cert"],
             key=values["upstream_tls_key"],
             server_name=values["upstream_tls_server_name"],
             token=token,
+            token_file=token_file,
             names=("--upstream-tls-ca", "--upstream-tls-cert", "--upstream-tls-key"),
         )
     except SecurityConfigError as exc:
@@ -273,6 +279,7 @@ def server_settings(
         log_content=values.get("log_content", False),
         tls=tls,
         auth_token=token,
+        auth_token_file=values.get("auth_token_file") or None,
         health_port=values.get("health_port", 0),
     )
 

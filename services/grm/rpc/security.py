@@ -11,21 +11,33 @@ and every server behave the same:
   IP, their certificate names a service), and the bearer token sent as `authorization`
   metadata on every call.
 
-Files are read once at startup; a missing or unreadable file is a `SecurityConfigError`
-that names the option, so a misconfigured pod fails at once rather than on its first call.
-Tokens never appear in a repr or a log line.
+Files are read at startup; a missing or unreadable file is a `SecurityConfigError` that names
+the option, so a misconfigured pod fails at once rather than on its first call. After that
+they are re-read when they change on disk (`Reloading`): a Kubernetes Secret volume update
+swaps its `..data` symlink, and the next TLS handshake (the server's certificate, key and
+client CA, through gRPC's dynamic certificate configuration) and the next call (the bearer
+token, on both sides) use the new material; connections already open keep theirs and finish.
+A changed file that cannot be used (half written, not PEM, a key that does not match the
+certificate) is logged and the last good material stays. Tokens never appear in a repr or a
+log line.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
+import ssl
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTH_METADATA_KEY = "authorization"
 BEARER = "bearer "
@@ -85,6 +97,85 @@ def resolve_token(
     return _check_token(value, env_name) if value else None
 
 
+# --- files that change on disk -------------------------------------------------------------------
+
+Stamp = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def _stamp(paths: Sequence[str]) -> Stamp:
+    """What identifies the files' current content without reading them (stat follows the
+    Secret volume's symlinks, so a swapped `..data` shows as a new inode)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class Reloading(Generic[T]):
+    """A value made from files, made again when any of them changes.
+
+    `load()` reads the files; it runs at construction (a failure there is the caller's startup
+    error) and again whenever the files' stat changes. A reload that fails keeps the last good
+    value and is logged once per change. Thread-safe: gRPC calls the server's certificate
+    fetcher from its own threads.
+    """
+
+    def __init__(self, paths: Sequence[str], load: Callable[[], T], *, what: str) -> None:
+        self.paths = tuple(paths)
+        self.what = what
+        self._load = load
+        self._lock = threading.Lock()
+        self._stamp = _stamp(self.paths)
+        self._value = load()
+        self._failed: Stamp | None = None
+        self.version = 0  # bumped on every successful reload
+
+    def get(self) -> T:
+        """The current value, reloaded first if the files changed."""
+        stamp = _stamp(self.paths)
+        if stamp == self._stamp:
+            return self._value
+        with self._lock:
+            if stamp != self._stamp and stamp != self._failed:
+                try:
+                    value = self._load()
+                except (SecurityConfigError, OSError, ssl.SSLError, ValueError) as exc:
+                    self._failed = stamp
+                    log.warning(
+                        "%s changed but cannot be used; keeping the last: %s", self.what, exc
+                    )
+                else:
+                    self._value, self._stamp, self._failed = value, stamp, None
+                    self.version += 1
+                    log.info("%s reloaded", self.what)
+            return self._value
+
+
+class TokenSource:
+    """The current bearer token: fixed, or a token file's content re-read when it changes."""
+
+    def __init__(
+        self, token: str | None = None, *, path: str | None = None, option: str = ""
+    ) -> None:
+        self._fixed = token
+        self._file = (
+            Reloading([path], lambda: read_token(path, option), what=f"{option or 'token'} file")
+            if path
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return "TokenSource(<token>)"
+
+    def __call__(self) -> str | None:
+        return self._file.get() if self._file is not None else self._fixed
+
+
 # --- server side --------------------------------------------------------------------------------
 
 
@@ -95,10 +186,31 @@ class ServerTls:
     cert_pem: bytes = field(repr=False)
     key_pem: bytes = field(repr=False)
     client_ca_pem: bytes | None = field(default=None, repr=False)
+    # Where they came from: given, the files are watched and re-read when they change.
+    cert_path: str | None = None
+    key_path: str | None = None
+    client_ca_path: str | None = None
 
     @property
     def mutual(self) -> bool:
         return self.client_ca_pem is not None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.cert_path, self.key_path, self.client_ca_path) if p)
+
+    def reloading(self) -> Reloading[ServerTls]:
+        """This TLS material, re-read from its files when they change."""
+        if self.cert_path is None or self.key_path is None:
+            raise ValueError("ServerTls without files cannot be reloaded")
+        cert, key, ca = self.cert_path, self.key_path, self.client_ca_path
+
+        def load() -> ServerTls:
+            fresh = ServerTls.load(cert, key, ca)
+            assert fresh is not None
+            return fresh
+
+        return Reloading(self.paths, load, what="TLS certificate/key/CA")
 
     @classmethod
     def load(
@@ -120,18 +232,86 @@ class ServerTls:
             raise SecurityConfigError(
                 f"TLS needs both {cert_opt} and {key_opt}: {missing} is unset"
             )
+        cert_pem, key_pem = read_pem(cert, cert_opt), read_pem(key, key_opt)
+        _check_pair(cert, key, cert_opt, key_opt)
         return cls(
-            cert_pem=read_pem(cert, cert_opt),
-            key_pem=read_pem(key, key_opt),
+            cert_pem=cert_pem,
+            key_pem=key_pem,
             client_ca_pem=read_pem(client_ca, ca_opt) if client_ca else None,
+            cert_path=cert,
+            key_path=key,
+            client_ca_path=client_ca or None,
+        )
+
+    def certificate_configuration(self) -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(self.key_pem, self.cert_pem)], root_certificates=self.client_ca_pem
         )
 
     def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key_pem, self.cert_pem)],
-            root_certificates=self.client_ca_pem,
-            require_client_auth=self.mutual,
+        """Fixed material, or (loaded from files) gRPC's dynamic certificate configuration:
+        its fetcher runs before every new TLS handshake and hands over new material when the
+        files changed, so rotation needs no restart and open connections are untouched."""
+        if not self.paths:
+            return grpc.ssl_server_credentials(
+                [(self.key_pem, self.cert_pem)],
+                root_certificates=self.client_ca_pem,
+                require_client_auth=self.mutual,
+            )
+        source = self.reloading()
+        served = [source.version]
+
+        def fetch() -> Any:
+            current = source.get()
+            if source.version == served[0]:
+                return None  # unchanged: gRPC keeps the configuration it has
+            served[0] = source.version
+            return current.certificate_configuration()
+
+        return grpc.dynamic_ssl_server_credentials(
+            self.certificate_configuration(), fetch, require_client_authentication=self.mutual
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A server SSLContext (the HTTP endpoint) that follows the files as gRPC does."""
+        source = self.reloading() if self.paths else None
+        contexts: dict[int, ssl.SSLContext] = {}
+
+        def context_of(tls: ServerTls) -> ssl.SSLContext:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            assert tls.cert_path is not None and tls.key_path is not None
+            ctx.load_cert_chain(tls.cert_path, tls.key_path)
+            if tls.client_ca_pem is not None:
+                ctx.load_verify_locations(cadata=tls.client_ca_pem.decode("ascii"))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            return ctx
+
+        if source is None:
+            raise ValueError("the HTTP endpoint needs TLS loaded from files")
+        first = context_of(source.get())
+        contexts[source.version] = first
+
+        def on_hello(sock: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+            tls = source.get()  # every handshake: the newest good material
+            if source.version not in contexts:
+                contexts.clear()
+                contexts[source.version] = context_of(tls)
+                contexts[source.version].sni_callback = on_hello
+            sock.context = contexts[source.version]
+
+        first.sni_callback = on_hello
+        return first
+
+
+def _check_pair(cert: str, key: str, cert_opt: str, key_opt: str) -> None:
+    """The key must belong to the certificate (a rotation half done would break every
+    handshake: the last good pair is kept instead)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise SecurityConfigError(
+            f"{key_opt} does not match {cert_opt} ({cert}, {key}): {exc}"
+        ) from None
 
 
 def bearer_ok(metadata: Sequence[tuple[str, Any]] | None, token: str) -> bool:
@@ -166,6 +346,7 @@ class ClientSecurity:
     key_pem: bytes | None = field(default=None, repr=False)
     server_name: str | None = None  # expected name in the server certificate
     token: str | None = field(default=None, repr=False)
+    token_file: str | None = None  # the token's file: re-read when it changes
 
     @classmethod
     def load(
@@ -177,9 +358,11 @@ class ClientSecurity:
         key: str | None = None,
         server_name: str | None = None,
         token: str | None = None,
+        token_file: str | None = None,
         names: tuple[str, str, str] = ("--tls-ca", "--tls-cert", "--tls-key"),
     ) -> ClientSecurity:
-        """From PEM files; any TLS setting (or `tls`) turns TLS on. `names`: the options."""
+        """From PEM files; any TLS setting (or `tls`) turns TLS on. `names`: the options.
+        `token_file`: where `token` was read, so calls follow it when it changes."""
         ca_opt, cert_opt, key_opt = names
         if bool(cert) != bool(key):
             missing = cert_opt if not cert else key_opt
@@ -194,10 +377,19 @@ class ClientSecurity:
             key_pem=read_pem(key, key_opt) if key else None,
             server_name=server_name or None,
             token=_check_token(token, "token") if token else None,
+            token_file=token_file if token else None,
         )
 
     def with_token(self, token: str | None) -> ClientSecurity:
-        return self if token is None else replace(self, token=token)
+        return self if token is None else replace(self, token=token, token_file=None)
+
+    def token_source(self) -> TokenSource | None:
+        """What the channels read the token from on every call (None: no token)."""
+        if not self.token:
+            return None
+        if self.token_file:
+            return TokenSource(self.token, path=self.token_file, option="token")
+        return TokenSource(self.token)
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         if not self.tls:
@@ -220,8 +412,12 @@ PLAINTEXT = ClientSecurity()
 class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the bearer token to every unary call (all grm RPCs are unary)."""
 
-    def __init__(self, token: str) -> None:
-        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    @property
+    def _header(self) -> tuple[str, str]:
+        return (AUTH_METADATA_KEY, f"Bearer {self._token()}")
 
     def __repr__(self) -> str:
         return "_AioBearer(<token>)"
@@ -256,8 +452,12 @@ class _SyncDetails(grpc.ClientCallDetails):  # type: ignore[misc]
 class _SyncBearer(grpc.UnaryUnaryClientInterceptor):
     """The blocking channel's counterpart of _AioBearer."""
 
-    def __init__(self, token: str) -> None:
-        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    @property
+    def _header(self) -> tuple[str, str]:
+        return (AUTH_METADATA_KEY, f"Bearer {self._token()}")
 
     def __repr__(self) -> str:
         return "_SyncBearer(<token>)"
@@ -290,8 +490,9 @@ def aio_channel(
     """
     security = security or PLAINTEXT
     chain = list(interceptors)
-    if security.token:
-        chain.append(_AioBearer(security.token))
+    token = security.token_source()
+    if token is not None:
+        chain.append(_AioBearer(token))
     creds = credentials or security.credentials()
     opts = [*options, *security.channel_options()]
     if creds is None:
@@ -315,24 +516,23 @@ def sync_channel(
         if creds is None
         else grpc.secure_channel(target, creds, options=opts)
     )
-    if security.token:
-        channel = grpc.intercept_channel(channel, _SyncBearer(security.token))
+    token = security.token_source()
+    if token is not None:
+        channel = grpc.intercept_channel(channel, _SyncBearer(token))
     return channel
 
 
 def client_security_from_env(environ: Mapping[str, str] | None = None) -> ClientSecurity:
     """Upstream dial settings from GRM_UPSTREAM_TLS_* and the token variables (`grm up`)."""
     env = os.environ if environ is None else environ
-    token = resolve_token(
-        env.get("GRM_UPSTREAM_AUTH_TOKEN_FILE") or env.get("GRM_AUTH_TOKEN_FILE"),
-        env,
-        file_option="GRM_UPSTREAM_AUTH_TOKEN_FILE",
-    )
+    token_file = env.get("GRM_UPSTREAM_AUTH_TOKEN_FILE") or env.get("GRM_AUTH_TOKEN_FILE")
+    token = resolve_token(token_file, env, file_option="GRM_UPSTREAM_AUTH_TOKEN_FILE")
     return ClientSecurity.load(
         ca=env.get("GRM_UPSTREAM_TLS_CA") or None,
         cert=env.get("GRM_UPSTREAM_TLS_CERT") or None,
         key=env.get("GRM_UPSTREAM_TLS_KEY") or None,
         server_name=env.get("GRM_UPSTREAM_TLS_SERVER_NAME") or None,
         token=token,
+        token_file=token_file or None,
         names=("GRM_UPSTREAM_TLS_CA", "GRM_UPSTREAM_TLS_CERT", "GRM_UPSTREAM_TLS_KEY"),
     )

@@ -29,12 +29,17 @@ from grpc_reflection.v1alpha import reflection
 
 from grm.rpc.health import DrainingHealthServicer, wait_serving
 from grm.rpc.interceptors import AuthInterceptor, ErrorInterceptor
-from grm.rpc.security import ServerTls
+from grm.rpc.security import ServerTls, TokenSource
 from grm.telemetry import ServerTraceInterceptor
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+# Health service name that says only "this process runs" (SERVING from start to shutdown):
+# kubelet startup and liveness probes ask for it, so a pod whose dependencies are down (the
+# aggregator without samplers, a sampler without its engine) is taken out of the Service by
+# readiness ("") but never restarted for it.
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,15 @@ class ServerSettings:
     log_content: bool = False  # log prompts and generations (never by default)
     tls: ServerTls | None = None  # None: plaintext
     auth_token: str | None = field(default=None, repr=False)  # required bearer token
+    auth_token_file: str | None = None  # where auth_token came from: re-read when it changes
     health_port: int = 0  # plaintext health-only port for kubelet probes (0 = off)
+
+
+def server_token(s: ServerSettings) -> TokenSource:
+    """The token calls must carry: the file's current content when it came from a file."""
+    if s.auth_token_file:
+        return TokenSource(s.auth_token, path=s.auth_token_file, option="--auth-token-file")
+    return TokenSource(s.auth_token)
 
 
 def server_options(s: ServerSettings) -> list[tuple[str, Any]]:
@@ -107,7 +120,7 @@ class GrmServer:
         self.settings = settings
         interceptors: list[grpc.aio.ServerInterceptor] = [ServerTraceInterceptor()]
         if settings.auth_token:
-            interceptors.append(AuthInterceptor(settings.auth_token))
+            interceptors.append(AuthInterceptor(server_token(settings)))
         interceptors.append(ErrorInterceptor())
         self.server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add in register:
@@ -144,6 +157,7 @@ class GrmServer:
         if s.auth_token and s.tls is None:
             log.warning("a bearer token is required but TLS is off: tokens cross in clear text")
         await self.set_serving(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
@@ -269,6 +283,7 @@ def _telemetry(server: GrmServer) -> None:
 
 
 __all__ = [
+    "LIVENESS_SERVICE",
     "GrmServer",
     "ServerSettings",
     "channel_options",

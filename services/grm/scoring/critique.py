@@ -22,7 +22,7 @@ from grm.core.plan import SamplingJob
 from grm.core.sampling import DEADLINE_REASON, apply_order, to_caller_order, unfinished
 from grm.core.templates import TemplateSet
 from grm.core.types import ModelInfo, Sample, SampleSpec
-from grm.scoring.slots import DeadlineSlots
+from grm.scoring.slots import SampleSlots
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ class CritiqueSampler:
         self.backend = backend
         self.templates = templates
         self.capacity = max(1, concurrency or backend.capacity)
-        # Earliest vote (latency budget) first, then earliest deadline: see sampler.slots.
-        self._slots = DeadlineSlots(self.capacity)
+        # Earliest vote (latency budget) first, the rest round robin per request: see slots.
+        self._slots = SampleSlots(self.capacity)
         self.in_flight = 0
         self.queued = 0
 
@@ -82,7 +82,8 @@ class CritiqueSampler:
         self.queued += 1
         waiting = time.perf_counter()
         try:
-            await self._slots.acquire(job.urgency)
+            # One job is one request here (its specs share it): the fair-share flow.
+            await self._slots.acquire(job.urgency if job.budgeted else None, flow=id(job))
         finally:
             self.queued -= 1
         telemetry.record_duration("queue", time.perf_counter() - waiting)

@@ -280,7 +280,7 @@ class ScoringPipeline:
                 sampling_ms=sampling_ms,
                 meta_ms=meta_ms,
             ),
-            model=self.sampler.info,
+            model=plan.model or self.sampler.info,
             request_id=item.request_id,
             k_planned=plan.k_planned,
             budget_met=budget_met,

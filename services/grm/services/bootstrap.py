@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -31,6 +30,7 @@ from grm.backends.embedded import EmbeddedSettings
 from grm.core.errors import UnavailableError
 from grm.core.templates import DEFAULT_TEMPLATE, TemplateSet, load_templates
 from grm.core.validation import Limits
+from grm.rpc.health import Readiness, ReadinessWatcher
 from grm.rpc.options import (
     Option,
     build_dataclass,
@@ -142,10 +142,6 @@ def grpc_server(
     return GrmServer(settings, register=[lambda s: add(servicer, s)], service_names=[name])
 
 
-class Readiness(Protocol):
-    async def set_serving(self, serving: bool) -> None: ...
-
-
 def build_backend(settings: BackendSettings, model: Any) -> GenerationBackend:
     """An unstarted backend: TGI from `settings`, else embedded from `model` (EmbeddedSettings)."""
     if settings.backend == "tgi":
@@ -176,15 +172,23 @@ class BackendLifecycle:
     ) -> None:
         self.backend = backend
         self.server = server
-        self.health_interval_s = max(0.05, health_interval_s)
         self.start_retry_s = start_retry_s
-        self.serving = False
-        self._watcher: asyncio.Task[None] | None = None
+        self.watcher = ReadinessWatcher(
+            self._healthy, server, interval_s=health_interval_s, what="backend"
+        )
+
+    @property
+    def serving(self) -> bool:
+        return bool(self.watcher.serving)
 
     @property
     def _probe(self) -> Callable[[], Awaitable[bool]] | None:
         probe = getattr(self.backend, "healthy", None)
         return probe if callable(probe) else None
+
+    async def _healthy(self) -> bool:
+        probe = self._probe
+        return True if probe is None else bool(await probe())
 
     async def warm_up(self) -> None:
         """Start the backend, retrying while it is unavailable; then watch its health."""
@@ -195,38 +199,14 @@ class BackendLifecycle:
             except UnavailableError as exc:
                 log.warning("backend not available yet (%s); retrying", exc)
                 await asyncio.sleep(self.start_retry_s)
-        self.serving = True  # grm.rpc.server.serve turns SERVING when this returns
+        self.watcher.serving = True  # grm.rpc.server.serve turns SERVING when this returns
         if self._probe is not None:
-            self._watcher = asyncio.create_task(self._watch())
+            self.watcher.start()
 
     async def check(self) -> bool:
         """Probe the backend once and make the service's health follow it; returns healthy."""
-        probe = self._probe
-        if probe is None:
-            return True
-        try:
-            ok = bool(await probe())
-        except Exception as exc:  # a failing probe is an unhealthy backend, not a crash
-            log.warning("backend health probe failed: %s: %s", type(exc).__name__, exc)
-            ok = False
-        if ok != self.serving:
-            self.serving = ok
-            if ok:
-                log.info("backend healthy again: SERVING")
-            else:
-                log.warning("backend unhealthy: NOT_SERVING until it recovers")
-            await self.server.set_serving(ok)
-        return ok
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.health_interval_s)
-            await self.check()
+        return await self.watcher.check()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await self.watcher.close()
         await self.backend.close()

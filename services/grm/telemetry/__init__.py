@@ -16,6 +16,7 @@ from grm.telemetry.instruments import (
     stage,
     tracer,
     watch_cache,
+    watch_pool,
     watch_sampler,
 )
 from grm.telemetry.logs import (
@@ -70,5 +71,6 @@ __all__ = [
     "start_metrics_server",
     "tracer",
     "watch_cache",
+    "watch_pool",
     "watch_sampler",
 ]

@@ -17,6 +17,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from grm.telemetry.instruments import tracer
 
+# Probes, not requests: health, reflection and the readiness watcher's Describe / GetLoad.
+_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_UNTRACED_NAMES = ("Describe", "GetLoad")
+
+
+def traced(method: str) -> bool:
+    """Whether a call to `method` gets spans (a probe every second would flood the traces)."""
+    return not method.startswith(_UNTRACED_PREFIXES) and _split(method)[1] not in _UNTRACED_NAMES
+
 
 def _split(method: str) -> tuple[str, str]:
     service, _, name = method.lstrip("/").partition("/")
@@ -35,7 +44,7 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
-        if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
+        if not traced(method):
             return handler
         inner = handler.unary_unary
         carrier = {
@@ -43,7 +52,7 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         }
         service, name = _split(method)
 
-        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def with_span(request: Any, context: grpc.aio.ServicerContext) -> Any:
             parent = propagate.extract(carrier)
             with tracer().start_as_current_span(
                 method.lstrip("/"),
@@ -72,7 +81,7 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
                 return reply
 
         return grpc.unary_unary_rpc_method_handler(
-            traced,
+            with_span,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -90,6 +99,8 @@ class ClientTraceInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         method = client_call_details.method
         if isinstance(method, bytes):
             method = method.decode()
+        if not traced(method):
+            return await continuation(client_call_details, request)
         service, name = _split(method)
         with tracer().start_as_current_span(
             method.lstrip("/"),

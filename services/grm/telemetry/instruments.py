@@ -27,12 +27,28 @@ TOKEN_BUCKETS = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 # Live objects the observable gauges read (weak: a test's sampler may go away).
 _samplers: weakref.WeakSet[Any] = weakref.WeakSet()
 _caches: weakref.WeakSet[Any] = weakref.WeakSet()
+_pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _CACHE_KINDS = ("principles", "sample", "result")
 
 
 def watch_sampler(sampler: Any) -> None:
     """Export a CritiqueSampler's in_flight / queued / capacity (summed per process)."""
     _samplers.add(sampler)
+
+
+def watch_pool(pool: Any) -> None:
+    """Export a sampler pool's `ready_count` and `mismatched_count` (the aggregator's view)."""
+    _pools.add(pool)
+
+
+def _pool_gauge(attr: str) -> Any:
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        pools = list(_pools)
+        if not pools:
+            return []
+        return [Observation(sum(getattr(p, attr) for p in pools))]
+
+    return observe
 
 
 def watch_cache(cache: Any) -> None:
@@ -145,6 +161,16 @@ class Metrics:
             [_demand],
             description="(in_flight + queued) / capacity: the sampler HPA's input",
         )
+        m.create_observable_gauge(
+            "grm_samplers_ready",
+            [_pool_gauge("ready_count")],
+            description="Samplers that answer health and serve the pool's model (aggregator)",
+        )
+        m.create_observable_gauge(
+            "grm_samplers_model_mismatch",
+            [_pool_gauge("mismatched_count")],
+            description="Samplers serving another model than the pool's; never mixed in a vote",
+        )
         m.create_observable_counter(
             "grm_cache_hits", [_cache_counter("hits")], description="Cache hits by kind"
         )
@@ -210,6 +236,7 @@ _REASONS = (
     ("deadline", "deadline"),
     ("sampler unavailable", "sampler_unavailable"),
     ("sampler error", "sampler_error"),
+    ("sampler serves another model", "model_mismatch"),
     ("sampler returned no sample", "sampler_error"),
     ("backend error", "backend_error"),
     ("no \\boxed", "no_score_list"),

@@ -45,6 +45,11 @@ class CritiqueServiceStub:
                 request_serializer=grm_dot_v1_dot_critique__pb2.LoadRequest.SerializeToString,
                 response_deserializer=grm_dot_v1_dot_common__pb2.SamplerLoad.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/grm.v1.CritiqueService/Describe',
+                request_serializer=grm_dot_v1_dot_common__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=grm_dot_v1_dot_common__pb2.ServiceInfo.FromString,
+                _registered_method=True)
 
 
 class CritiqueServiceServicer:
@@ -64,6 +69,13 @@ class CritiqueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The model this sampler serves (id, revision, backend, template) and its load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CritiqueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +88,11 @@ def add_CritiqueServiceServicer_to_server(servicer, server):
                     servicer.GetLoad,
                     request_deserializer=grm_dot_v1_dot_critique__pb2.LoadRequest.FromString,
                     response_serializer=grm_dot_v1_dot_common__pb2.SamplerLoad.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=grm_dot_v1_dot_common__pb2.DescribeRequest.FromString,
+                    response_serializer=grm_dot_v1_dot_common__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class CritiqueService:
             '/grm.v1.CritiqueService/GetLoad',
             grm_dot_v1_dot_critique__pb2.LoadRequest.SerializeToString,
             grm_dot_v1_dot_common__pb2.SamplerLoad.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grm.v1.CritiqueService/Describe',
+            grm_dot_v1_dot_common__pb2.DescribeRequest.SerializeToString,
+            grm_dot_v1_dot_common__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from grm.v1 import common_pb2 as grm_dot_v1_dot_common__pb2
 from grm.v1 import principle_pb2 as grm_dot_v1_dot_principle__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class PrincipleServiceStub:
                 request_serializer=grm_dot_v1_dot_principle__pb2.PrincipleRequest.SerializeToString,
                 response_deserializer=grm_dot_v1_dot_principle__pb2.PrincipleResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/grm.v1.PrincipleService/Describe',
+                request_serializer=grm_dot_v1_dot_common__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=grm_dot_v1_dot_common__pb2.ServiceInfo.FromString,
+                _registered_method=True)
 
 
 class PrincipleServiceServicer:
@@ -50,6 +56,13 @@ class PrincipleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The model this principle generator serves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrincipleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_PrincipleServiceServicer_to_server(servicer, server):
                     servicer.GeneratePrinciples,
                     request_deserializer=grm_dot_v1_dot_principle__pb2.PrincipleRequest.FromString,
                     response_serializer=grm_dot_v1_dot_principle__pb2.PrincipleResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=grm_dot_v1_dot_common__pb2.DescribeRequest.FromString,
+                    response_serializer=grm_dot_v1_dot_common__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class PrincipleService:
             '/grm.v1.PrincipleService/GeneratePrinciples',
             grm_dot_v1_dot_principle__pb2.PrincipleRequest.SerializeToString,
             grm_dot_v1_dot_principle__pb2.PrincipleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grm.v1.PrincipleService/Describe',
+            grm_dot_v1_dot_common__pb2.DescribeRequest.SerializeToString,
+            grm_dot_v1_dot_common__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,

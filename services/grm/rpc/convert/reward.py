@@ -13,6 +13,7 @@ from grm.core.types import (
     ScoreStatus,
     Timings,
 )
+from grm.core.validation import check_encodable
 from grm.rpc.convert.messages import (
     AGG_FROM_PB,
     AGG_TO_PB,
@@ -70,7 +71,22 @@ def score_request(
     include_samples: bool = False,
     request_id: str = "",
 ) -> reward_pb2.ScoreRequest:
-    """A ScoreRequest from Python values; `query` may be a string or chat turns."""
+    """A ScoreRequest from Python values; `query` may be a string or chat turns.
+
+    Text that cannot be encoded (a lone surrogate) is an InvalidArgumentError naming its
+    field, as the server would answer, never a raw UnicodeEncodeError from protobuf.
+    """
+    texts: list[tuple[str, Any]] = [(f"responses[{i}]", r) for i, r in enumerate(responses)]
+    texts += [("principles", principles), ("request_id", request_id)]
+    if isinstance(query, str):
+        texts.append(("query", query))
+    else:
+        for i, turn in enumerate(query):
+            content = turn["content"] if isinstance(turn, Mapping) else turn[1]
+            texts.append((f"turns[{i}].content", content))
+    for field, text in texts:
+        if isinstance(text, str):
+            check_encodable(text, field)
     msg = reward_pb2.ScoreRequest(
         responses=list(responses),
         principles=principles,

@@ -20,6 +20,12 @@ any item fails the whole request fails — HTTP 503 (retryable: OpenRLHF's clien
 
 The endpoint calls the aggregator's own RewardService through the SDK over loopback, so limits,
 validation, deadlines, tracing and the result cache apply exactly as for gRPC callers.
+
+Security follows the gRPC port's: with `--tls-cert` it serves HTTPS with the same certificate
+(and requires client certificates with `--tls-client-ca`), re-read when the files change; with
+a bearer token, `/get_reward` answers 401 without `Authorization: Bearer <token>` (`/health`
+stays open for probes). Text that cannot be encoded as UTF-8 (a lone surrogate, which JSON
+can carry as an escape) is the request's fault: 400 naming the field.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from aiohttp import web
 from grm.client import AsyncGrmClient
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.types import ScoreResult
+from grm.core.validation import check_encodable
 from grm.integrations.groups import (
     DEFAULT_BATCH_ITEMS,
     DEFAULT_GROUP_SIZE,
@@ -41,6 +48,7 @@ from grm.integrations.groups import (
     plan_groups,
     score_groups_async,
 )
+from grm.rpc.security import ServerTls, TokenSource, bearer_ok
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,8 @@ class HttpRmSettings:
     batch_items: int = DEFAULT_BATCH_ITEMS
     timeout_s: float = 600.0
     strip: tuple[str, ...] = ()  # tokens removed from the ends of queries and prompts
+    tls: ServerTls | None = None  # HTTPS with the gRPC port's certificate (None: plain HTTP)
+    token: TokenSource | None = None  # the bearer token /get_reward requires (None: none)
 
 
 def split_query(query: str, prompt: str, strip: Sequence[str] = ()) -> str:
@@ -95,6 +105,9 @@ def parse_body(body: Any, strip: Sequence[str] = ()) -> tuple[list[str], list[st
         raise InvalidArgumentError(
             f"has {len(prompts)} items for {len(queries)} queries", field="prompts"
         )
+    for name, texts in (("query", queries), ("prompts", prompts)):
+        for i, text in enumerate(texts):
+            check_encodable(text, f"{name}[{i}]")
     responses = []
     for i, (q, p) in enumerate(zip(queries, prompts, strict=True)):
         try:
@@ -158,6 +171,10 @@ class RewardHttpApp:
 
     async def get_reward(self, request: web.Request) -> web.Response:
         s = self.settings
+        token = s.token() if s.token is not None else None
+        if token and not bearer_ok(_authorization(request), token):
+            log.info("/get_reward -> 401: missing or wrong bearer token")
+            return _error(401, "missing or invalid bearer token")
         try:
             body = await request.json()
         except ValueError:
@@ -186,12 +203,19 @@ class RewardHttpApp:
         """Listen on settings.host:settings.port (0 = any free port); returns the port."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        tls = self.settings.tls
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            ssl_context=tls.ssl_context() if tls is not None else None,
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
-        log.info("OpenRLHF /get_reward on http://%s:%d", self.settings.host, self.port)
+        scheme = "https" if tls is not None else "http"
+        log.info("OpenRLHF /get_reward on %s://%s:%d", scheme, self.settings.host, self.port)
         return self.port
 
     async def close(self) -> None:
@@ -199,6 +223,10 @@ class RewardHttpApp:
             await self._runner.cleanup()
             self._runner = None
         await self.client.close()
+
+
+def _authorization(request: web.Request) -> list[tuple[str, str]]:
+    return [("authorization", v) for v in request.headers.getall("Authorization", [])]
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -13,6 +13,12 @@ Sampler pool (grm.services.aggregator.discovery): `--sampler-discovery kubernete
 `--sampler-namespace` (default: the pod's own) through its EndpointSlices; `--samplers`, if
 given, is the set used until the first list arrives (and while the API never answers).
 
+Readiness (grm.rpc.health.ReadinessWatcher): the front door is SERVING only while a sampler
+answers its health check (and the principle generator too when the default principle mode is
+separate); every `--readiness-interval-s` the samplers are asked again, with their model, and
+health flips both ways. It first turns SERVING once the samplers said which model they serve,
+so the first request after a restart finds what other aggregators cached.
+
 Security (grm.rpc.security): `--upstream-tls-*` and `--upstream-auth-token-file` say how the
 aggregator dials samplers and principle generators (the token defaults to its own); the HTTP
 endpoint's loopback client dials this server with the same TLS settings and its own token.
@@ -21,6 +27,7 @@ endpoint's loopback client dials this server with the same TLS settings and its 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +44,10 @@ from grm.cache import (
 from grm.client import AsyncGrmClient
 from grm.core.planner import KPlanner
 from grm.core.templates import DEFAULT_TEMPLATE, load_templates
-from grm.core.types import SamplingParams
+from grm.core.types import PrincipleMode, SamplingParams
 from grm.core.validation import Defaults, Limits
 from grm.metarm import make_meta_rm
+from grm.rpc.health import ReadinessWatcher
 from grm.rpc.options import (
     UPSTREAM_OPTIONS,
     Option,
@@ -53,7 +61,7 @@ from grm.rpc.options import (
     upstream_security,
 )
 from grm.rpc.security import PLAINTEXT, ClientSecurity
-from grm.rpc.server import GrmServer, ServerSettings, serve
+from grm.rpc.server import GrmServer, ServerSettings, serve, server_token
 from grm.scoring.pipeline import PipelineSettings, ScoringPipeline
 from grm.services.aggregator.admission import Admission, AdmissionLimits
 from grm.services.aggregator.discovery import EndpointSliceWatcher, parse_discovery, pod_namespace
@@ -116,6 +124,10 @@ class AggregatorSettings:
     )
     batch_concurrency: int = field(default=8, metadata=_help("ScoreBatch items scored at once"))
     max_batch_items: int = field(default=256, metadata=_help("largest ScoreBatch"))
+    readiness_interval_s: float = field(
+        default=1.0,
+        metadata=_help("how often readiness re-checks the samplers (and principle generator)"),
+    )
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     log_level: str = "INFO"
@@ -143,6 +155,7 @@ FLAT_FIELDS = (
     "max_attempts",
     "batch_concurrency",
     "max_batch_items",
+    "readiness_interval_s",
 )
 OPTIONS = [
     *server_options(DEFAULT_PORT),
@@ -178,7 +191,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
     if not kubernetes and not v["samplers"]:
         raise SystemExit("grm: error: the aggregator needs --samplers (or GRM_SAMPLERS)")
     server = server_settings(v, environ)
-    upstream = upstream_security(v, environ, server.auth_token)
+    upstream = upstream_security(v, environ, server.auth_token, server.auth_token_file)
     if v["http_port"] and server.tls is not None and not upstream.tls:
         raise SystemExit(
             "grm: error: --http-port with --tls-cert needs --upstream-tls-ca: the endpoint's "
@@ -199,13 +212,14 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
         ),
         log_level=v["log_level"],
         cache=CacheSettings.from_env(environ, redis_url=v["redis_url"]) if v["cache"] else None,
-        http=_http_settings(v),
+        http=_http_settings(v, server),
         admission=build_dataclass(AdmissionLimits, v),
         upstream=upstream,
     )
 
 
-def _http_settings(v: Mapping[str, Any]) -> HttpRmSettings | None:
+def _http_settings(v: Mapping[str, Any], server: ServerSettings) -> HttpRmSettings | None:
+    """The /get_reward endpoint, secured like the gRPC port (its TLS and its token)."""
     if not v["http_port"]:
         return None
     if not 1 <= v["http_group_size"] <= v["max_responses"]:
@@ -218,6 +232,8 @@ def _http_settings(v: Mapping[str, Any]) -> HttpRmSettings | None:
         group=v["http_group"],
         group_size=v["http_group_size"],
         batch_items=v["max_batch_items"],
+        tls=server.tls,
+        token=server_token(server) if server.auth_token else None,
     )
 
 
@@ -234,8 +250,24 @@ class Aggregator:
     http: RewardHttpApp | None = None
     upstream: ClientSecurity = PLAINTEXT
     discovery: EndpointSliceWatcher | None = None  # kubernetes discovery of the sampler pool
+    readiness_interval_s: float = 1.0
+    principles_required: bool = False  # separate mode by default: readiness needs them
+    readiness: ReadinessWatcher | None = None
+
+    async def probe(self) -> bool:
+        """Ask the samplers (and principle generators) for health and model: ready when a
+        sampler serves and, if the default mode needs them, a principle generator does."""
+        timeout = max(0.5, self.readiness_interval_s)
+        checks = [self.pool.probe(timeout)]
+        if self.principles is not None:
+            checks.append(self.principles.probe(timeout))
+        await asyncio.gather(*checks)
+        principles_ok = self.principles is not None and self.principles.ready
+        return self.pool.ready and (principles_ok or not self.principles_required)
 
     async def warm_up(self) -> None:
+        """Start what serves with the front door and check its dependencies once; then keep
+        its health equal to theirs (run() also waits until they are ready)."""
         if self.discovery is not None:
             await self.discovery.start()
         if self.meta_backend is not None:
@@ -250,8 +282,23 @@ class Aggregator:
                 self.http_settings,
             )
             await self.http.start()
+        if self.readiness is None:
+            self.readiness = ReadinessWatcher(
+                self.probe, self.server, interval_s=self.readiness_interval_s, what="samplers"
+            )
+            await self.readiness.check()
+            self.readiness.start()
+
+    async def start(self) -> None:
+        """serve()'s warm-up: NOT_SERVING until a sampler answers and said which model it
+        serves (so cache keys are right from the first request)."""
+        await self.warm_up()
+        assert self.readiness is not None
+        await self.readiness.wait_ready()
 
     async def close(self) -> None:
+        if self.readiness is not None:
+            await self.readiness.close()
         if self.http is not None:
             await self.http.close()
         if self.discovery is not None:
@@ -355,6 +402,8 @@ def build(
         http_settings=settings.http,
         upstream=settings.upstream,
         discovery=_discovery(settings, pool, kube_api_client),
+        readiness_interval_s=settings.readiness_interval_s,
+        principles_required=settings.defaults.principle_mode is PrincipleMode.SEPARATE,
     )
 
 
@@ -390,6 +439,7 @@ def _loopback_security(server: ServerSettings, upstream: ClientSecurity) -> Clie
         key_pem=base.key_pem,
         server_name=base.server_name,
         token=server.auth_token,
+        token_file=server.auth_token_file,
     )
 
 
@@ -407,5 +457,5 @@ def _meta_rm_identity(settings: AggregatorSettings) -> str:
 async def run(settings: AggregatorSettings, **_: Any) -> None:
     """Serve until SIGTERM."""
     agg = build(settings)
-    warm: Callable[[], Awaitable[None]] = agg.warm_up
+    warm: Callable[[], Awaitable[None]] = agg.start
     await serve(agg.server, warm_up=warm, close=agg.close)

@@ -11,6 +11,15 @@ The address set can change at run time (`update_addresses`, fed by sampler disco
 endpoints join, gone ones stop getting work and their channels close once their in-flight
 calls end. An empty pool is allowed (discovery may find no ready sampler yet): sampling then
 yields "sampler unavailable" samples (UNAVAILABLE) and the free capacity is 0.
+
+Readiness and model identity (`probe`, run by the aggregator's readiness watcher before it
+reports SERVING and every interval after): each endpoint's gRPC health is checked and, when
+SERVING, `Describe` says which model it serves. The pool's model (`info`, part of every cache
+key) is the one most healthy samplers serve, so an aggregator that just restarted keys its
+first request like the others did. A request is pinned to that model (`SamplingJob.model`):
+its samples go only to samplers serving it (or not identified yet), and a reply from another
+model is turned into invalid samples, never voted. Samplers that disagree are logged and
+counted (`grm_samplers_model_mismatch`).
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grm import telemetry
 from grm.core.errors import DeadlineExceededError, UnavailableError
 from grm.core.plan import MARGINS, SamplingJob
 from grm.core.planner import LatencyWindow
@@ -33,11 +44,12 @@ from grm.rpc.security import ClientSecurity, aio_channel
 from grm.rpc.server import channel_options
 from grm.scoring.principles import PrincipleSet
 from grm.telemetry import ClientTraceInterceptor
-from grm.v1 import critique_pb2, critique_pb2_grpc, principle_pb2_grpc
+from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, principle_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_REASON = "sampler unavailable"
+MODEL_MISMATCH_REASON = "sampler serves another model"
 # Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
 _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 
@@ -56,6 +68,36 @@ class Endpoint:
     failures: int = 0
     last_error: str = field(default="", repr=False)
     retired: bool = False  # removed from the pool: close the channel when idle
+    healthy: bool | None = None  # its gRPC health at the last probe (None: not probed yet)
+    model: ModelInfo | None = None  # what it serves (Describe or its last reply)
+
+
+async def probe_health(
+    channel: grpc.aio.Channel,
+    describe: Callable[..., Awaitable[common_pb2.ServiceInfo]],
+    timeout_s: float,
+) -> common_pb2.ServiceInfo | None:
+    """Health Check, then `describe` when SERVING: the service's info, or None when it is not
+    serving or does not answer (each call bounded by `timeout_s`)."""
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return None
+        return await describe(common_pb2.DescribeRequest(), timeout=timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            return common_pb2.ServiceInfo()  # an older server: serving, model learnt on use
+        return None
+
+
+def _model_name(model: ModelInfo | None) -> str:
+    """A model as log lines and reasons name it."""
+    if model is None:
+        return "any model"
+    revision = f"@{model.revision}" if model.revision else ""
+    return f"{model.model_id}{revision} ({model.backend}, {model.template_version or '-'})"
 
 
 class RemoteSamplerPool:
@@ -81,6 +123,8 @@ class RemoteSamplerPool:
         self.latency = LatencyWindow()
         self._retired: list[Endpoint] = []  # removed, channel still open for in-flight calls
         self._closing: set[asyncio.Task[None]] = set()
+        self._mismatched: frozenset[str] = frozenset()  # addresses last logged as disagreeing
+        telemetry.watch_pool(self)  # grm_samplers_ready, grm_samplers_model_mismatch
 
     @property
     def addresses(self) -> list[str]:
@@ -125,8 +169,76 @@ class RemoteSamplerPool:
 
     @property
     def info(self) -> ModelInfo:
-        """The model the samplers last reported (part of every result and cache key)."""
+        """The pool's model: what most samplers serve (part of every result and cache key)."""
         return self._info
+
+    @property
+    def ready(self) -> bool:
+        """Whether a sampler answered the last probe and serves the pool's model."""
+        return self.ready_count > 0
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for ep in self.endpoints if ep.healthy and self._serves(ep, self._info))
+
+    @property
+    def mismatched_count(self) -> int:
+        return len(self._mismatched)
+
+    @staticmethod
+    def _serves(ep: Endpoint, model: ModelInfo | None) -> bool:
+        """Whether `ep` may draw samples for a request pinned to `model` (an endpoint not
+        identified yet may: a reply from another model is rejected in `_call`)."""
+        return model is None or ep.model is None or ep.model == model
+
+    async def probe(self, timeout_s: float = 1.0) -> None:
+        """Ask every endpoint for its health and model (the readiness watcher's check)."""
+
+        async def one(ep: Endpoint) -> None:
+            stub = self._connect(ep)
+            assert ep.channel is not None
+            info = await probe_health(ep.channel, stub.Describe, timeout_s)
+            ep.healthy = info is not None
+            if info is None:
+                return
+            model = convert.model_from_pb(info.model)
+            if model is not None:
+                ep.model = model
+            if info.load.capacity:
+                ep.capacity = info.load.capacity
+
+        await asyncio.gather(*(one(ep) for ep in list(self.endpoints)))
+        self._settle_models()
+
+    def _settle_models(self) -> None:
+        """The pool's model: the one most live samplers serve (the current one on a tie);
+        log the samplers that serve another when that set changes."""
+        counts: dict[ModelInfo, int] = {}
+        for ep in self.endpoints:
+            if ep.model is not None and ep.healthy is not False:
+                counts[ep.model] = counts.get(ep.model, 0) + 1
+        if counts:
+            top = max(counts.values())
+            if counts.get(self._info, 0) < top:
+                self._info = next(m for m, c in counts.items() if c == top)
+        mismatched = frozenset(
+            ep.address
+            for ep in self.endpoints
+            if ep.model is not None and ep.healthy is not False and ep.model != self._info
+        )
+        if mismatched != self._mismatched and mismatched:
+            log.warning(
+                "samplers disagree on the model: the pool serves %s; %s",
+                _model_name(self._info),
+                ", ".join(
+                    f"{ep.address} serves {_model_name(ep.model)}"
+                    for ep in self.endpoints
+                    if ep.address in mismatched and ep.model is not None
+                ),
+            )
+        elif self._mismatched and not mismatched:
+            log.info("samplers agree on the model again: %s", _model_name(self._info))
+        self._mismatched = mismatched
 
     def load(self) -> tuple[int, int]:
         """(capacity, samples in flight or queued) over the endpoints that are up: the k
@@ -148,17 +260,27 @@ class RemoteSamplerPool:
             ep.stub = critique_pb2_grpc.CritiqueServiceStub(ep.channel)
         return ep.stub
 
-    def plan(self, specs: Sequence[SampleSpec]) -> list[list[SampleSpec]]:
+    def plan(
+        self, specs: Sequence[SampleSpec], model: ModelInfo | None = None
+    ) -> list[list[SampleSpec]]:
         """Assign specs to endpoints: least loaded relative to capacity, round-robin on ties.
 
-        Endpoints marked down are skipped while any other is up; with all down, all are
-        tried (one may have come back).
+        Only endpoints that may serve `model` take part (none: every spec is left out).
+        Endpoints marked down (a lost call, a failed probe) are skipped while any other is
+        up; with all down, all are tried (one may have come back).
         """
         now = self.clock()
         n = len(self.endpoints)
         if n == 0:
             return []
-        up = [i for i, ep in enumerate(self.endpoints) if ep.down_until <= now] or list(range(n))
+        serving = [i for i, ep in enumerate(self.endpoints) if self._serves(ep, model)]
+        if not serving:
+            return [[] for _ in range(n)]
+        up = [
+            i
+            for i in serving
+            if self.endpoints[i].down_until <= now and self.endpoints[i].healthy is not False
+        ] or serving
         known = [ep.capacity for ep in self.endpoints if ep.capacity]
         default = max(known, default=1)  # a sampler not heard from yet: like the others
         assigned = [0] * n
@@ -192,7 +314,10 @@ class RemoteSamplerPool:
             return [unfinished(s, reason, finish_reason="error") for s in specs]
         vote_in = job.vote_in(now)
         endpoints = list(self.endpoints)  # the plan's order, whatever joins or leaves meanwhile
-        plan = self.plan(specs)
+        plan = self.plan(specs, job.model)
+        if not any(plan):
+            reason = f"{UNAVAILABLE_REASON} (none serves {_model_name(job.model)})"
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
         calls = [
             self._call(ep, job, batch, left, vote_in)
             for ep, batch in zip(endpoints, plan, strict=True)
@@ -254,13 +379,21 @@ class RemoteSamplerPool:
             # every sample generated (none cut by the deadline): the call took one service time
             self.latency.observe((time.perf_counter() - called) * 1000)
         model = convert.model_from_pb(reply.model)
-        if model is not None:
-            self._info = model
+        if model is not None and model != ep.model:
+            ep.model = model
+            self._settle_models()
+        if job.model is not None and model is not None and model != job.model:
+            # Never mixed into one vote: the request is pinned to its model.
+            reason = (
+                f"{MODEL_MISMATCH_REASON} ({ep.address}: {_model_name(model)}, "
+                f"the request's is {_model_name(job.model)})"
+            )
+            return [unfinished(s, reason, finish_reason="error") for s in specs]
         n = len(job.responses)
         return [convert.sample_from_pb(m, n, sampler=ep.address) for m in reply.samples]
 
-    def stats(self) -> dict[str, dict[str, int | str | None]]:
-        """Per endpoint: samples sent, failures, capacity, in flight (for logs and tests)."""
+    def stats(self) -> dict[str, dict[str, int | str | bool | None]]:
+        """Per endpoint: samples sent, failures, capacity, in flight, health and model."""
         return {
             ep.address: {
                 "samples_sent": ep.samples_sent,
@@ -268,6 +401,8 @@ class RemoteSamplerPool:
                 "capacity": ep.capacity,
                 "outstanding": ep.outstanding,
                 "last_error": ep.last_error,
+                "healthy": ep.healthy,
+                "model": _model_name(ep.model) if ep.model else None,
             }
             for ep in self.endpoints
         }
@@ -298,9 +433,28 @@ class RemotePrincipleSource:
         self.max_message_mb = max_message_mb
         self.security = security  # TLS and bearer token for the principle channels
         self._stubs: dict[str, principle_pb2_grpc.PrincipleServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
         self._cursor = 0
         self._info = ModelInfo(model_id="unknown", backend="remote")
+        self.healthy: dict[str, bool] = {}  # per address, at the last probe
+
+    @property
+    def ready(self) -> bool:
+        """Whether a principle generator answered the last probe."""
+        return any(self.healthy.values())
+
+    async def probe(self, timeout_s: float = 1.0) -> None:
+        """Ask every endpoint for its health and model (the readiness watcher's check)."""
+
+        async def one(address: str) -> None:
+            stub = self._stub(address)
+            info = await probe_health(self._channels[address], stub.Describe, timeout_s)
+            self.healthy[address] = info is not None
+            model = None if info is None else convert.model_from_pb(info.model)
+            if model is not None:
+                self._info = model
+
+        await asyncio.gather(*(one(a) for a in self.addresses))
 
     @property
     def info(self) -> ModelInfo:
@@ -315,7 +469,7 @@ class RemotePrincipleSource:
                 options=channel_options(self.max_message_mb),
                 interceptors=[ClientTraceInterceptor()],  # joins the request's trace
             )
-            self._channels.append(channel)
+            self._channels[address] = channel
             self._stubs[address] = principle_pb2_grpc.PrincipleServiceStub(channel)
         return self._stubs[address]
 
@@ -346,7 +500,7 @@ class RemotePrincipleSource:
         raise UnavailableError(f"no principle generator reachable ({last})")
 
     async def close(self) -> None:
-        for channel in self._channels:
+        for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
         self._stubs.clear()

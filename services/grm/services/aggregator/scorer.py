@@ -81,8 +81,16 @@ class RewardScorer:
                 telemetry.metrics().k_deficit.add(kplan.deficit)
             k_planned = kplan.k_planned
         deadline = None if time_left_s is None else now + time_left_s
+        # The request is pinned to the model the pool serves now: its cache keys and every
+        # sample come from that model, even if samplers change models meanwhile.
+        model = self.pipeline.sampler.info
         return plan_request(
-            item, now=now, caller_deadline=deadline, k_planned=k_planned, margins=self.margins
+            item,
+            now=now,
+            caller_deadline=deadline,
+            k_planned=k_planned,
+            margins=self.margins,
+            model=model if model_known(model) else None,
         )
 
     async def score(self, item: ScoreItem, *, time_left_s: float | None = None) -> Scored:
@@ -100,7 +108,7 @@ class RewardScorer:
             model = self.principles_model()  # learned from the generator's replies
             self.results.principles_model = model if model_known(model) else None
         return await self.results.get_or_compute(
-            plan.item, self.pipeline.sampler.info, lambda: self.pipeline.run(plan)
+            plan.item, plan.model or self.pipeline.sampler.info, lambda: self.pipeline.run(plan)
         )
 
     async def _score(self, plan: RequestPlan) -> ScoreResult:

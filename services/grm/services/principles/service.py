@@ -13,7 +13,7 @@ from grm.core.types import ModelInfo
 from grm.core.validation import Defaults, Limits
 from grm.rpc import convert
 from grm.scoring.principles import PrincipleGenerator
-from grm.v1 import principle_pb2, principle_pb2_grpc
+from grm.v1 import common_pb2, principle_pb2, principle_pb2_grpc
 
 
 class PrincipleServicer(principle_pb2_grpc.PrincipleServiceServicer):
@@ -48,11 +48,20 @@ class PrincipleServicer(principle_pb2_grpc.PrincipleServiceServicer):
             raise DeadlineExceededError(
                 f"{n} principle set(s) not finished before the deadline"
             ) from None
-        b = self.generator.backend.info
-        model = ModelInfo(b.model_id, b.revision, b.backend, self.generator.templates.version)
         return principle_pb2.PrincipleResponse(
-            sets=convert.principle_sets_to_pb(sets), model=convert.model_to_pb(model)
+            sets=convert.principle_sets_to_pb(sets), model=convert.model_to_pb(self.model)
         )
+
+    @property
+    def model(self) -> ModelInfo:
+        b = self.generator.backend.info
+        return ModelInfo(b.model_id, b.revision, b.backend, self.generator.templates.version)
+
+    async def Describe(
+        self, request: common_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.ServiceInfo:
+        """The model served (part of the aggregator's principle cache keys)."""
+        return common_pb2.ServiceInfo(model=convert.model_to_pb(self.model))
 
 
 def _loop_time(deadline: float | None) -> float | None:

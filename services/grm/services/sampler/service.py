@@ -58,3 +58,11 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         self, request: critique_pb2.LoadRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.SamplerLoad:
         return self._load()
+
+    async def Describe(
+        self, request: common_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.ServiceInfo:
+        """The model served (the aggregator keys its cache by it before the first request)."""
+        return common_pb2.ServiceInfo(
+            model=convert.model_to_pb(self.sampler.info), load=self._load()
+        )

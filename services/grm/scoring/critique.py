@@ -35,11 +35,17 @@ class CritiqueSampler:
     ) -> None:
         self.backend = backend
         self.templates = templates
-        self.capacity = max(1, concurrency or backend.capacity)
+        self.concurrency = concurrency
         # Earliest vote (latency budget) first, then earliest deadline: see sampler.slots.
         self._slots = DeadlineSlots(self.capacity)
         self.in_flight = 0
         self.queued = 0
+
+    @property
+    def capacity(self) -> int:
+        """Samples generated at once: `concurrency`, else what the backend can run now (an
+        engine's capacity follows its load, which the HPA gauges and the aggregator see)."""
+        return max(1, self.concurrency or self.backend.capacity)
 
     @property
     def info(self) -> ModelInfo:
@@ -81,6 +87,7 @@ class CritiqueSampler:
         telemetry.log_content(log, "prompt", request.messages)
         self.queued += 1
         waiting = time.perf_counter()
+        self._slots.resize(self.capacity)
         try:
             await self._slots.acquire(job.urgency)
         finally:

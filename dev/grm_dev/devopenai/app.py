@@ -374,7 +374,7 @@ async def _complete(request: web.Request, state: DevOpenAiState) -> web.StreamRe
     if fault == "429":
         raise RequestError(429, "Model is overloaded", "overloaded")
     if fault == "422":
-        raise RequestError(400, "injected validation fault")
+        raise RequestError(_invalid(state.dialect), "injected validation fault")
     if fault == "disconnect":
         if request.transport is not None:
             request.transport.close()
@@ -402,6 +402,11 @@ async def _complete(request: web.Request, state: DevOpenAiState) -> web.StreamRe
         generated = await _rewrite(call, scripted_judgement(wrong, call.seed))
     prompt_tokens = len(await state.engine.tokenize(call.inputs))
     return web.json_response(_reply(state, generated, prompt_tokens))
+
+
+def _invalid(dialect: str) -> int:
+    """The status of a request the engine refuses: TGI validates with 422, the others 400."""
+    return 422 if dialect == "tgi" else 400
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -454,7 +459,7 @@ async def _call(
         raise RequestError(400, "`max_tokens` must be at least 1")
     if n_in + max_tokens > state.context:
         raise RequestError(
-            400,
+            _invalid(state.dialect),
             f"This model's maximum context length is {state.context} tokens. However, you "
             f"requested {n_in + max_tokens} tokens ({n_in} in the messages, {max_tokens} in "
             "the completion).",
@@ -533,7 +538,7 @@ def _reply(state: DevOpenAiState, generated: Generated, prompt_tokens: int) -> d
     finish = "length" if generated.finish_reason == "length" else "stop"
     choice: dict[str, Any] = {
         "index": 0,
-        "message": {"role": "assistant", "content": generated.text},
+        "message": {"role": "assistant", "content": generated.text, "refusal": None},
         "logprobs": None,
         "finish_reason": finish,
     }

@@ -41,8 +41,6 @@ from tests.support.helm import (
     GPU,
     HELM,
     KUBE_VERSIONS,
-    PENDING_BACKENDS,
-    PENDING_ENV,
     PENDING_SETTINGS,
     ROOT,
     SCENARIOS,
@@ -492,17 +490,11 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
                 known |= {"GRM_REDIS_URL", "GRM_REDIS_PASSWORD", "GRM_CACHE_PREFIX"}
             env = {}
             for name, value in env_of(c).items():
-                if name in PENDING_ENV and name not in known:
-                    continue  # PENDING (#19): declared by the engines issue
                 if name.startswith("GRM_"):
                     assert name in known or name in PENDING_SETTINGS, (
                         f"{scenario} {c['name']}: {name} is not a setting of {args.service}"
                     )
                 env[name] = value if isinstance(value, str) else "from-a-secret-or-field"
-            if env.get("GRM_BACKEND") in PENDING_BACKENDS and not _backend_known(
-                env["GRM_BACKEND"]
-            ):
-                del env["GRM_BACKEND"]  # PENDING (#19): `--backend openai`
             settings = module.build_settings(args, env)
             assert settings.server.port == next(
                 p["containerPort"] for p in c["ports"] if p["name"] == "grpc"
@@ -510,16 +502,13 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
             assert settings.server.host == "0.0.0.0"
             assert settings.log_level == env["GRM_LOG_LEVEL"]
             assert settings.server.grace_s == pod_spec(doc)["terminationGracePeriodSeconds"] - 5
-
-
-def _backend_known(name: str) -> bool:
-    from grm.services.bootstrap import parse_backend
-
-    try:
-        parse_backend(name)
-    except ValueError:
-        return False
-    return True
+            if "GRM_BACKEND" in env:  # the engine the chart runs is the one the service dials
+                backend = settings.backend
+                assert backend.backend == env["GRM_BACKEND"]
+                if backend.backend == "openai":
+                    assert backend.openai_url == tuple(env["GRM_OPENAI_URL"].split(","))
+                    assert backend.engine == env["GRM_ENGINE"]
+                    assert all(u.endswith("/v1") for u in backend.openai_url)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

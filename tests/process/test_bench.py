@@ -34,6 +34,19 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         assert r["ratio_p50"] > 0 and r["ratio_p99"] > 0
 
 
+def test_overhead_smoke_on_both_backends(tmp_path: Path) -> None:
+    """`--backend both`: the TGI and the openai backend measured in one run, side by side."""
+    doc = _run(
+        tmp_path, "overhead", "--backend", "both", "--dialect", "sglang",
+        "--ks", "2", "--reps", "2", "--warmup", "1", "--samplers", "1",
+    )  # fmt: skip
+    assert set(doc["by_backend"]) == {"tgi", "openai"} and doc["dialect"] == "sglang"
+    for backend in ("tgi", "openai"):
+        r = doc["by_backend"][backend]["2"]
+        assert r["suite"]["p50_ms"] > 0 and r["direct"]["p50_ms"] > 0 and r["ratio_p50"] > 0
+    assert doc["results"] == doc["by_backend"]["tgi"]
+
+
 def test_fanout_smoke(tmp_path: Path) -> None:
     doc = _run(tmp_path, "fanout", "--ks", "2", "--reps", "2", "--warmup", "1")
     assert doc["ks"] == [1, 2]

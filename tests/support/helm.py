@@ -60,13 +60,6 @@ PENDING_SETTINGS = {
     "GRM_REDIS_PASSWORD": "the cache's Redis password (grm.cache)",
     "GRM_CACHE_PREFIX": "the cache's key prefix (grm.cache)",
 }
-# PENDING (#19, the engines issue): the OpenAI-compatible backend's flags, which the chart sets
-# for vLLM and SGLang engines (`--backend openai --engine vllm|sglang --openai-url URL`). The
-# services declare them once #19 lands; until then the parse test drops exactly these variables
-# (and GRM_BACKEND=openai, a value today's parse_backend rejects) before build_settings.
-PENDING_FLAGS = {"openai-url", "engine", "openai-api-key-file"}
-PENDING_ENV = {"GRM_OPENAI_URL", "GRM_ENGINE", "GRM_OPENAI_API_KEY_FILE"}
-PENDING_BACKENDS = {"openai"}
 # Flags the chart sets itself (from dedicated values), so `settings` must not carry them.
 CHART_MANAGED_FLAGS = {
     "host",
@@ -82,7 +75,9 @@ CHART_MANAGED_FLAGS = {
     "metrics-port",
     "backend",
     "tgi-url",
-    *PENDING_FLAGS,
+    "openai-url",
+    "engine",
+    "openai-api-key-file",
 }
 
 

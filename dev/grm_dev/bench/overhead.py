@@ -1,14 +1,19 @@
 """`grm bench overhead`: Score latency through the suite vs the same k requests sent directly.
 
-Starts `grm dev-tgi --scripted` (fixed per-request latency) and `grm up --backend tgi` against
-it, both as child processes on free loopback ports. For each k and repetition it times one
-`Score` through the suite (the gRPC client, front door, samplers, TgiBackend) and one direct
-baseline on the same dev server: the k sample prompts rendered exactly as the sampler renders
-them (same templates, seeds, response orders; `/chat_tokenize`, cached like the suite's
-TgiBackend caches it), each generated with the stock `text_generation.AsyncClient` with the
-sampler's own request parameters, parsed and voted in the caller with grm.core.voting.
-The two alternate which goes first. Every repetition uses a new seed, so the suite's result
-and sample caches never hit. Ratios are suite/direct of numbers measured in this run.
+`--backend tgi` (default) starts `grm dev-tgi --scripted` (fixed per-request latency) and
+`grm up --backend tgi` against it; `--backend openai` starts `grm dev-openai --scripted
+--dialect D` and `grm up --backend openai`; `--backend both` measures the two one after the
+other in the same run, so their overheads compare. All are child processes on free loopback
+ports. For each k and repetition it times one `Score` through the suite (the gRPC client,
+front door, samplers, backend) and one direct baseline on the same dev server, alternating
+which goes first:
+- TGI: the k sample prompts rendered exactly as the sampler renders them (same templates,
+  seeds, response orders; `/chat_tokenize`, cached like the suite's TgiBackend caches it),
+  each generated with the stock `text_generation.AsyncClient` with the sampler's parameters;
+- openai: the k chat-completion bodies the OpenAiBackend would send (same messages, seeds and
+  constraint field), posted on one pooled aiohttp session, as any OpenAI client would.
+Both parse and vote in the caller with grm.core.voting. Every repetition uses a new seed, so
+the suite's result and sample caches never hit. Ratios are suite/direct of this run's numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from text_generation import AsyncClient
 from text_generation.types import ChatRequest, Grammar, GrammarType
 from text_generation.types import Message as TgiMessage
 
+from grm.backends.openai import OpenAiBackend, OpenAiSettings
 from grm.backends.tgi import TgiBackend, TgiSettings
 from grm.client import AsyncGrmClient
 from grm.core.grammar import scores_regex
@@ -47,6 +53,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions per k and path")
     p.add_argument("--latency-ms", type=float, default=50.0, help="scripted server latency")
     p.add_argument("--samplers", type=int, default=2, help="sampler processes in the suite")
+    p.add_argument(
+        "--backend", choices=["tgi", "openai", "both"], default="tgi", help="the suite's backend"
+    )
+    p.add_argument(
+        "--dialect", default="vllm", help="--backend openai: the dev server's engine dialect"
+    )
     p.add_argument("--out", default="bench-results")
 
 
@@ -120,6 +132,54 @@ class Direct:
         return vote(valid, n)
 
 
+class DirectOpenAi:
+    """The openai baseline: the backend's own request bodies, posted on one pooled session."""
+
+    def __init__(self, url: str, dialect: str) -> None:
+        self.url = url
+        # Only used for request_for()/body(): the exact messages and wire fields.
+        self.backend = OpenAiBackend(
+            OpenAiSettings(urls=(url,), engine=dialect, metrics_interval_s=0)
+        )
+        self.sampler = CritiqueSampler(self.backend, load_templates())
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> DirectOpenAi:
+        await self.backend.start()
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+        await self.backend.close()
+
+    async def score(
+        self, query: str, responses: Sequence[str], *, k: int, seed: int
+    ) -> VoteOutcome:
+        item = build_item(query=query, responses=responses, k=k, seed=seed)
+        n = len(item.responses)
+        specs = [sample_spec(item.seed, j, n, shuffle=k > 1) for j in range(k)]
+        endpoint = self.backend.endpoints[0]
+
+        async def one(spec: Any) -> tuple[int, ...] | None:
+            assert self.session is not None
+            request = self.sampler.request_for(SamplingJob.of(item), spec)
+            forced = request.grammar and request.score_count > 0
+            body = self.backend.body(endpoint, request, request.messages, forced)
+            async with self.session.post(f"{self.url}/chat/completions", json=body) as resp:
+                resp.raise_for_status()
+                reply = await resp.json()
+            parsed = extract_scores(str(reply["choices"][0]["message"]["content"]), n)
+            return None if parsed.scores is None else to_caller_order(parsed.scores, spec.order)
+
+        vectors = await asyncio.gather(*(one(s) for s in specs))
+        valid = [v for v in vectors if v is not None]
+        if not valid:
+            raise RuntimeError("direct baseline: no valid sample")
+        return vote(valid, n)
+
+
 async def score_suite(client: AsyncGrmClient, *, k: int, seed: int) -> float:
     """Seconds for one Score through the suite (checked complete, all k samples used)."""
     t0 = time.perf_counter()
@@ -130,17 +190,17 @@ async def score_suite(client: AsyncGrmClient, *, k: int, seed: int) -> float:
     return elapsed
 
 
-async def _direct_timed(direct: Direct, *, k: int, seed: int) -> float:
+async def _direct_timed(direct: Direct | DirectOpenAi, *, k: int, seed: int) -> float:
     t0 = time.perf_counter()
     await direct.score(suite.QUERY, suite.RESPONSES, k=k, seed=seed)
     return time.perf_counter() - t0
 
 
 async def measure(
-    url: str, address: str, ks: Sequence[int], reps: int, warmup: int
+    direct: Direct | DirectOpenAi, address: str, ks: Sequence[int], reps: int, warmup: int
 ) -> dict[str, dict[str, list[float]]]:
     times: dict[str, dict[str, list[float]]] = {}
-    async with AsyncGrmClient(address, timeout=120) as client, Direct(url) as direct:
+    async with AsyncGrmClient(address, timeout=120) as client:
         for k in ks:
             times[str(k)] = {"suite": [], "direct": []}
             for rep in range(warmup + reps):
@@ -156,56 +216,93 @@ async def measure(
     return times
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    ks = suite.parse_ks(args.ks)
+async def measure_backend(
+    backend: str, args: argparse.Namespace, ks: Sequence[int]
+) -> dict[str, dict[str, list[float]]]:
+    """Start the dev server and `grm up` for `backend`, then time both paths."""
+    concurrent = max(256, 4 * max(ks))
     with tempfile.TemporaryDirectory() as tmp:
+        if backend == "tgi":
+            async with (
+                suite.dev_tgi(
+                    Path(tmp), latency_ms=args.latency_ms, max_concurrent=concurrent
+                ) as url,
+                suite.suite(Path(tmp), url, samplers=args.samplers) as address,
+                Direct(url) as direct,
+            ):
+                return await measure(direct, address, ks, args.reps, args.warmup)
         async with (
-            suite.dev_tgi(
-                Path(tmp), latency_ms=args.latency_ms, max_concurrent=max(256, 4 * max(ks))
+            suite.dev_openai(
+                Path(tmp),
+                latency_ms=args.latency_ms,
+                max_concurrent=concurrent,
+                dialect=args.dialect,
             ) as url,
-            suite.suite(Path(tmp), url, samplers=args.samplers) as address,
+            suite.suite(Path(tmp), url, samplers=args.samplers, backend="openai") as address,
+            DirectOpenAi(url, args.dialect) as openai_direct,
         ):
-            times = await measure(url, address, ks, args.reps, args.warmup)
+            return await measure(openai_direct, address, ks, args.reps, args.warmup)
+
+
+def summarize(times: dict[str, dict[str, list[float]]], ks: Sequence[int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    rows = []
     for k in ks:
         s = suite.summary_ms(times[str(k)]["suite"])
         d = suite.summary_ms(times[str(k)]["direct"])
-        r = {
+        results[str(k)] = {
             "suite": s,
             "direct": d,
             "ratio_p50": s["p50_ms"] / d["p50_ms"],
             "ratio_p99": s["p99_ms"] / d["p99_ms"],
             "ratio_mean": s["mean_ms"] / d["mean_ms"],
         }
-        results[str(k)] = r
-        rows.append(
-            [k, s["p50_ms"], d["p50_ms"], r["ratio_p50"], s["p99_ms"], d["p99_ms"], r["ratio_p99"]]
-        )
+    return results
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    ks = suite.parse_ks(args.ks)
+    backends = ["tgi", "openai"] if args.backend == "both" else [args.backend]
+    all_times = {b: await measure_backend(b, args, ks) for b in backends}
+    by_backend = {b: summarize(all_times[b], ks) for b in backends}
+    rows = []
+    for b in backends:
+        for k in ks:
+            r = by_backend[b][str(k)]
+            s, d = r["suite"], r["direct"]
+            label = b if b == "tgi" else f"openai ({args.dialect})"
+            rows.append(
+                [label, k, s["p50_ms"], d["p50_ms"], r["ratio_p50"], s["p99_ms"], d["p99_ms"],
+                 r["ratio_p99"]]
+            )  # fmt: skip
     print(
-        f"Score latency, suite (grm up --backend tgi, {args.samplers} samplers) vs direct "
-        f"(stock AsyncClient + caller-side voting); scripted TGI at {args.latency_ms} ms; "
+        f"Score latency, suite (grm up, {args.samplers} samplers) vs direct (the same requests "
+        f"from the caller, voting there); scripted engine at {args.latency_ms} ms; "
         f"{args.reps} repetitions per k and path (p99 = nearest rank)"
     )
     print(
         table(
-            ["k", "suite p50", "direct p50", "p50 ratio", "suite p99", "direct p99", "p99 ratio"],
+            ["backend", "k", "suite p50", "direct p50", "p50 ratio", "suite p99", "direct p99",
+             "p99 ratio"],
             rows,
         )
-    )
-    target = results.get("8")
-    if target is not None:
-        verdict = "met" if target["ratio_p50"] <= 1.10 else "missed"
-        print(f"target p50 ratio <= 1.10 at k=8: {target['ratio_p50']:.3f} ({verdict})")
+    )  # fmt: skip
+    for b in backends:
+        target = by_backend[b].get("8")
+        if target is not None:
+            verdict = "met" if target["ratio_p50"] <= 1.10 else "missed"
+            print(f"{b}: target p50 ratio <= 1.10 at k=8: {target['ratio_p50']:.3f} ({verdict})")
+    first = backends[0]
+    results, times = by_backend[first], all_times[first]
     png = plot(
         args.out,
         "overhead",
         [
             Panel(
-                f"Score latency, suite vs direct (TGI at {args.latency_ms:g} ms)",
+                f"Score latency, suite vs direct (engine at {args.latency_ms:g} ms)",
                 ks,
                 {
-                    f"{path} {q}": [results[str(k)][path][f"{q}_ms"] for k in ks]
+                    f"{b} {path} {q}": [by_backend[b][str(k)][path][f"{q}_ms"] for k in ks]
+                    for b in backends
                     for path in ("suite", "direct")
                     for q in ("p50", "p99")
                 },
@@ -217,8 +314,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "Suite / direct (same run)",
                 ks,
                 {
-                    "p50 ratio": [results[str(k)]["ratio_p50"] for k in ks],
-                    "p99 ratio": [results[str(k)]["ratio_p99"] for k in ks],
+                    f"{b} {q} ratio": [by_backend[b][str(k)][f"ratio_{q}"] for k in ks]
+                    for b in backends
+                    for q in ("p50", "p99")
                 },
                 xlabel="k (samples per Score)",
                 ylabel="suite / direct",
@@ -228,6 +326,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
     )
     payload = {
+        "backend": args.backend,
+        "dialect": args.dialect,
+        "by_backend": by_backend,
         "ks": ks,
         "reps": args.reps,
         "warmup": args.warmup,

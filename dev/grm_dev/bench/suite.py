@@ -1,4 +1,5 @@
-"""Shared setup of the suite benchmarks: `grm dev-tgi --scripted` and `grm up --backend tgi`.
+"""Shared setup of the suite benchmarks: `grm dev-tgi --scripted` (or `grm dev-openai
+--scripted` in an engine's dialect) and `grm up --backend tgi` (or `--backend openai`).
 
 Both run as child processes on free loopback ports (reported through port files), so the
 servers' work never shares the benchmark's event loop. Logs go to files in a temporary folder.
@@ -80,16 +81,33 @@ async def dev_tgi(tmp: Path, *, latency_ms: float, max_concurrent: int) -> Async
 
 
 @contextlib.asynccontextmanager
-async def suite(
-    tmp: Path, tgi_url: str, *, samplers: int = 2, env: Mapping[str, str] | None = None
+async def dev_openai(
+    tmp: Path, *, latency_ms: float, max_concurrent: int, dialect: str = "vllm"
 ) -> AsyncIterator[str]:
-    """`grm up --backend tgi` against `tgi_url`; yields the front door's address.
+    """`grm dev-openai --scripted --dialect ...` with a fixed latency; yields its `/v1` URL."""
+    argv = ["-m", "grm_dev.devopenai", "--scripted", "--dialect", dialect]
+    argv += ["--latency-ms", str(latency_ms), "--max-concurrent-requests", str(max_concurrent)]
+    argv += ["--log-level", "WARNING"]
+    async with child(argv, tmp, f"dev-openai-{dialect}") as proc:
+        yield f"http://127.0.0.1:{proc.port}/v1"
+
+
+@contextlib.asynccontextmanager
+async def suite(
+    tmp: Path,
+    url: str,
+    *,
+    samplers: int = 2,
+    env: Mapping[str, str] | None = None,
+    backend: str = "tgi",
+) -> AsyncIterator[str]:
+    """`grm up --backend tgi|openai` against `url`; yields the front door's address.
 
     `env` reaches every service `grm up` starts (GRM_* variables set their flags).
     """
-    argv = ["-m", "grm.cli", "up", "--backend", "tgi", "--tgi-url", tgi_url]
+    argv = ["-m", "grm.cli", "up", "--backend", backend, f"--{backend}-url", url]
     argv += ["--samplers", str(samplers), "--metrics-port", "0"]
-    async with child(argv, tmp, f"up-{samplers}", env) as proc:
+    async with child(argv, tmp, f"up-{backend}-{samplers}", env) as proc:
         yield f"127.0.0.1:{proc.port}"
 
 

@@ -80,11 +80,13 @@ class Endpoint:
         return self.info is not None and not self.error
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One pooled keep-alive session per endpoint (unbounded pool: the in-flight bound rules)."""
+def new_session(headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """One pooled keep-alive session per endpoint (unbounded pool: the in-flight bound rules);
+    `headers` go with every request (e.g. an API key)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0),
         timeout=aiohttp.ClientTimeout(total=None),
+        headers=headers,
     )
 
 
@@ -92,10 +94,17 @@ class EndpointPool:
     """The endpoints of one backend; `call` runs an operation on the best one, with retries."""
 
     def __init__(
-        self, urls: Sequence[str], *, engine: str, default_limit: int, retry: RetryPolicy
+        self,
+        urls: Sequence[str],
+        *,
+        engine: str,
+        default_limit: int,
+        retry: RetryPolicy,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.engine = engine  # for messages: "TGI", "vLLM", ...
         self.retry = retry
+        self.headers = dict(headers or {})  # sent with every request (never logged)
         self.endpoints = [Endpoint(url=u, limit=default_limit) for u in urls]
         self.stats: collections.Counter[str] = collections.Counter()
         self._freed: asyncio.Event | None = None  # set whenever a slot frees or an endpoint joins
@@ -106,7 +115,7 @@ class EndpointPool:
         self._freed = asyncio.Event()
         for e in self.endpoints:
             if e.session is None:
-                e.session = new_session()
+                e.session = new_session(self.headers or None)
 
     async def close(self) -> None:
         for e in self.endpoints:

@@ -218,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tool_parsers(sub: Any) -> None:
-    """Tools that are not services: SPCT data, and (with grm-suite-dev) the TGI stand-in and
-    the benchmarks."""
+    """Tools that are not services: SPCT data, and (with grm-suite-dev) the TGI and
+    OpenAI-compatible stand-ins and the benchmarks."""
     from grm.cli import spct_data
 
     spct = sub.add_parser(
@@ -229,16 +229,26 @@ def _add_tool_parsers(sub: Any) -> None:
     dev_tgi = sub.add_parser(
         "dev-tgi", help="a TGI-compatible HTTP server (embedded model or --scripted outputs)"
     )
+    dev_openai = sub.add_parser(
+        "dev-openai",
+        help="an OpenAI-compatible HTTP server speaking as vLLM, SGLang, llama.cpp or TGI",
+    )
     bench = sub.add_parser("bench", help="benchmarks: each prints a table and writes JSON")
     try:
         from grm_dev.bench.__main__ import add_parsers as add_bench_parsers
         from grm_dev.devtgi.main import add_arguments as add_devtgi_arguments
     except ImportError:  # the runtime image: no development tools
-        for p in (dev_tgi, bench):
+        for p in (dev_tgi, dev_openai, bench):
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         return
     add_devtgi_arguments(dev_tgi)
     add_bench_parsers(bench.add_subparsers(dest="scenario", required=True))
+    try:
+        from grm_dev.devopenai.main import add_arguments as add_devopenai_arguments
+    except ImportError:  # an older grm-suite-dev install
+        dev_openai.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    add_devopenai_arguments(dev_openai)
 
 
 def _dev_tools_missing(command: str) -> int:
@@ -261,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "up":
             return _up(args)
-        if args.command in ("dev-tgi", "bench") and hasattr(args, "rest"):
+        if args.command in ("dev-tgi", "dev-openai", "bench") and hasattr(args, "rest"):
             return _dev_tools_missing(args.command)
         if args.command == "dev-tgi":
             from grm_dev.devtgi.main import run as run_devtgi
 
             asyncio.run(run_devtgi(args))
+            return 0
+        if args.command == "dev-openai":
+            from grm_dev.devopenai.main import run as run_devopenai
+
+            asyncio.run(run_devopenai(args))
             return 0
         if args.command == "spct-data":
             from grm.cli.spct_data import run_cli as run_spct_cli

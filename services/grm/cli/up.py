@@ -5,9 +5,11 @@ in parallel, each with its share of the cores) and the aggregator front door. Ch
 free ports and report them through port files; the front door starts once every sampler is
 SERVING. Ctrl-C or SIGTERM stops the front door first (in-flight requests finish), then the rest.
 
-`--backend tgi --tgi-url URL` runs the samplers and the principle generator against TGI
-servers instead of the embedded model; `--redis-url` gives the aggregator a Redis cache. The
-children also inherit GRM_* variables (GRM_BACKEND, GRM_TGI_URL, GRM_REDIS_URL, ...).
+`--backend tgi --tgi-url URL` (or `--backend openai --openai-url URL/v1 [--engine ...]`) runs
+the samplers and the principle generator against TGI servers (or vLLM, SGLang, llama.cpp's
+server) instead of the embedded model; `--redis-url` gives the aggregator a Redis cache. The
+children also inherit GRM_* variables (GRM_BACKEND, GRM_TGI_URL, GRM_OPENAI_URL,
+GRM_OPENAI_API_KEY_FILE, GRM_REDIS_URL, ...).
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class UpSettings:
     port_file: str | None = None  # write the front door's port here once it is SERVING
     startup_timeout_s: float = 180.0
     grace_s: float = 10.0
-    backend: str | None = None  # embedded | tgi (None: the children's default / GRM_BACKEND)
+    backend: str | None = None  # embedded | tgi | openai (None: children's default / GRM_BACKEND)
     tgi_url: str | None = None  # URL[,URL...] of the TGI servers (--backend tgi)
+    openai_url: str | None = None  # URL[,URL...] of OpenAI-compatible engines (--backend openai)
+    engine: str | None = None  # vllm | sglang | llamacpp | tgi (None: detected)
     redis_url: str | None = None  # the aggregator's cache (None: in-memory / GRM_REDIS_URL)
     metrics_port: int = 0  # aggregator's /metrics; principles +1, samplers +2... (0 = off)
     log_format: str = "text"  # the children's log lines: text | json
@@ -55,9 +59,20 @@ class UpSettings:
 def add_up_options(parser: argparse.ArgumentParser) -> None:
     """The `grm up` flags that choose the backend and the cache (cli.py's `up` parser)."""
     parser.add_argument(
-        "--backend", choices=["embedded", "tgi"], default=None, help="generation backend"
+        "--backend", choices=["embedded", "tgi", "openai"], default=None, help="generation backend"
     )
     parser.add_argument("--tgi-url", default=None, help="TGI server URL(s), comma-separated")
+    parser.add_argument(
+        "--openai-url",
+        default=None,
+        help="OpenAI-compatible base URL(s) (http://host:port/v1), comma-separated",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["vllm", "sglang", "llamacpp", "tgi"],
+        default=None,
+        help="the engine behind --openai-url (default: detected)",
+    )
     parser.add_argument(
         "--redis-url", default=None, help="cache in Redis (default: in-memory per aggregator)"
     )
@@ -83,6 +98,8 @@ def up_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "backend": getattr(args, "backend", None),
         "tgi_url": getattr(args, "tgi_url", None),
+        "openai_url": getattr(args, "openai_url", None),
+        "engine": getattr(args, "engine", None),
         "redis_url": getattr(args, "redis_url", None),
         "metrics_port": getattr(args, "metrics_port", 0),
         "log_format": getattr(args, "log_format", "text"),
@@ -97,6 +114,10 @@ def backend_args(settings: UpSettings) -> list[str]:
         out += ["--backend", settings.backend]
     if settings.tgi_url:
         out += ["--tgi-url", settings.tgi_url]
+    if settings.openai_url:
+        out += ["--openai-url", settings.openai_url]
+    if settings.engine:
+        out += ["--engine", settings.engine]
     return out
 
 

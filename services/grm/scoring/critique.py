@@ -35,11 +35,17 @@ class CritiqueSampler:
     ) -> None:
         self.backend = backend
         self.templates = templates
-        self.capacity = max(1, concurrency or backend.capacity)
+        self.concurrency = concurrency
         # Earliest vote (latency budget) first, the rest round robin per request: see slots.
         self._slots = SampleSlots(self.capacity)
         self.in_flight = 0
         self.queued = 0
+
+    @property
+    def capacity(self) -> int:
+        """Samples generated at once: `concurrency`, else what the backend can run now (an
+        engine's capacity follows its load, which the HPA gauges and the aggregator see)."""
+        return max(1, self.concurrency or self.backend.capacity)
 
     @property
     def info(self) -> ModelInfo:
@@ -81,6 +87,7 @@ class CritiqueSampler:
         telemetry.log_content(log, "prompt", request.messages)
         self.queued += 1
         waiting = time.perf_counter()
+        self._slots.resize(self.capacity)
         try:
             # One job is one request here (its specs share it): the fair-share flow.
             await self._slots.acquire(job.urgency if job.budgeted else None, flow=id(job))

@@ -62,8 +62,25 @@ class SampleSlots:
                 self.release()  # the slot was handed over as we were cancelled: pass it on
             raise
 
+    def resize(self, capacity: int) -> None:
+        """Change the number of slots (the backend's capacity moved): more slots go to the
+        waiters at once; fewer take effect as slots are released (nothing is preempted)."""
+        capacity = max(1, capacity)
+        delta = capacity - self.capacity
+        if delta == 0:
+            return
+        self.capacity = capacity
+        self._free += delta
+        while self._free > 0 and self.waiting:
+            self._free -= 1
+            self.release()
+
     def release(self) -> None:
-        """Hand the slot to the most urgent live waiter, else to the next flow's, else free it."""
+        """Hand the slot to the most urgent live waiter, else to the next flow's, else free it
+        (after a shrink, a released slot first pays back the slots taken away)."""
+        if self._free < 0:
+            self._free += 1
+            return
         while self._urgent:
             _, _, fut = heapq.heappop(self._urgent)
             if not fut.done():

@@ -6,11 +6,11 @@ servicer differs. A generation backend inside a service is built from the flags,
 watched and closed here.
 
 Readiness follows the backend. The embedded model is ready once loaded. A TGI backend is
-ready while one of its endpoints answers `/health`: `warm_up` waits (NOT_SERVING, retrying)
-until one does — a sampler pod may start before its TGI server has loaded the model — and
-then a watcher polls `backend.healthy()` every `health_interval_s` and flips the service's
-gRPC health between SERVING and NOT_SERVING, so Kubernetes routes no traffic to a sampler
-whose TGI is gone.
+ready while one of its endpoints answers `/health` (an OpenAI-compatible backend: `/v1/models`):
+`warm_up` waits (NOT_SERVING, retrying) until one does — a sampler pod may start before its
+engine has loaded the model — and then a watcher polls `backend.healthy()` every
+`health_interval_s` and flips the service's gRPC health between SERVING and NOT_SERVING, so
+Kubernetes routes no traffic to a sampler whose engine is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import grpc
 
 from grm.backends import BACKEND_KINDS, make_backend
 from grm.backends.base import GenerationBackend
+from grm.backends.dialects import ENGINES, dialect
 from grm.backends.embedded import EmbeddedSettings
 from grm.core.errors import UnavailableError
 from grm.core.templates import DEFAULT_TEMPLATE, TemplateSet, load_templates
@@ -39,6 +40,7 @@ from grm.rpc.options import (
     server_options,
     server_settings,
 )
+from grm.rpc.security import SecurityConfigError, resolve_token
 from grm.rpc.server import GrmServer, ServerSettings, serve
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,18 @@ def parse_backend(text: str) -> str:
     return value
 
 
+def parse_engine(text: str) -> str:
+    """An OpenAI-compatible engine's name (vllm | sglang | llamacpp | tgi)."""
+    return dialect(text).name
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """Which generation backend a sampler or principle generator runs on, and how."""
 
     backend: str = field(
         default="embedded",
-        metadata={"help": "generation backend: embedded | tgi", "parse": parse_backend},
+        metadata={"help": "generation backend: embedded | tgi | openai", "parse": parse_backend},
     )
     tgi_url: tuple[str, ...] = field(
         default=(), metadata={"help": "TGI endpoint URL(s), comma-separated (--backend tgi)"}
@@ -67,6 +74,29 @@ class BackendSettings:
     )
     tgi_timeout_s: float = field(
         default=300.0, metadata={"help": "longest TGI call (the caller's deadline is shorter)"}
+    )
+    openai_url: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "OpenAI-compatible base URL(s) (.../v1), comma-separated (--backend openai)"
+        },
+    )
+    engine: str | None = field(
+        default=None,
+        metadata={
+            "help": f"the engine behind --openai-url: {' | '.join(ENGINES)} (default: detected)",
+            "parse": parse_engine,
+        },
+    )
+    openai_api_key_file: str | None = field(
+        default=None,
+        metadata={"help": "file holding the engine's API key (or GRM_OPENAI_API_KEY)"},
+    )
+    openai_max_in_flight: int | None = field(
+        default=None, metadata={"help": "in-flight requests per engine (max: what it reports)"}
+    )
+    openai_timeout_s: float = field(
+        default=300.0, metadata={"help": "longest engine call (the caller's deadline is shorter)"}
     )
     health_interval_s: float = field(
         default=5.0, metadata={"help": "how often readiness re-checks the backend"}
@@ -84,6 +114,7 @@ class BackendServiceSettings:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
     concurrency: int | None = None  # samplers: generations at once (None: backend capacity)
+    openai_api_key: str | None = field(default=None, repr=False)  # read once at start-up
 
 
 _MODEL_FLAGS = ("model_path", "n_ctx", "n_threads")
@@ -106,11 +137,23 @@ def backend_service_options(default_port: int, *extra: Option) -> list[Option]:
 def build_backend_service_settings(
     args: argparse.Namespace, environ: Mapping[str, str], options: Sequence[Option]
 ) -> BackendServiceSettings:
-    """Settings from flags > environment > defaults; `--backend tgi` needs `--tgi-url`."""
+    """Settings from flags > environment > defaults; `--backend tgi` needs `--tgi-url`,
+    `--backend openai` needs `--openai-url`; the API key file is read here, once."""
     v = resolve(args, options, environ)
     backend = build_dataclass(BackendSettings, v)
     if backend.backend == "tgi" and not backend.tgi_url:
         raise SystemExit("grm: error: --backend tgi needs --tgi-url (or GRM_TGI_URL)")
+    if backend.backend == "openai" and not backend.openai_url:
+        raise SystemExit("grm: error: --backend openai needs --openai-url (or GRM_OPENAI_URL)")
+    try:
+        api_key = resolve_token(
+            backend.openai_api_key_file,
+            environ,
+            file_option="--openai-api-key-file",
+            env_name="GRM_OPENAI_API_KEY",
+        )
+    except SecurityConfigError as exc:
+        raise SystemExit(f"grm: error: {exc}") from None
     return BackendServiceSettings(
         server=server_settings(v, environ),
         model=build_dataclass(EmbeddedSettings, v, only=_MODEL_FLAGS),
@@ -121,6 +164,7 @@ def build_backend_service_settings(
         ),
         log_level=v["log_level"],
         concurrency=v.get("concurrency"),
+        openai_api_key=api_key,
     )
 
 
@@ -129,7 +173,7 @@ async def run_backend_service(
     make_server: Callable[[GenerationBackend, TemplateSet], GrmServer],
 ) -> None:
     """Serve until SIGTERM; health is SERVING while the backend is (loaded / TGI healthy)."""
-    backend = build_backend(settings.backend, settings.model)
+    backend = build_backend(settings.backend, settings.model, api_key=settings.openai_api_key)
     server = make_server(backend, load_templates(settings.template))
     life = BackendLifecycle(backend, server, health_interval_s=settings.backend.health_interval_s)
     await serve(server, warm_up=life.warm_up, close=life.close)
@@ -142,8 +186,20 @@ def grpc_server(
     return GrmServer(settings, register=[lambda s: add(servicer, s)], service_names=[name])
 
 
-def build_backend(settings: BackendSettings, model: Any) -> GenerationBackend:
-    """An unstarted backend: TGI from `settings`, else embedded from `model` (EmbeddedSettings)."""
+def build_backend(
+    settings: BackendSettings, model: Any, *, api_key: str | None = None
+) -> GenerationBackend:
+    """An unstarted backend: TGI or an OpenAI-compatible engine from `settings`, else embedded
+    from `model` (EmbeddedSettings)."""
+    if settings.backend == "openai":
+        return make_backend(
+            "openai",
+            openai_url=settings.openai_url,
+            engine=settings.engine,
+            api_key=api_key,
+            max_in_flight=settings.openai_max_in_flight,
+            request_timeout_s=settings.openai_timeout_s,
+        )
     if settings.backend == "tgi":
         return make_backend(
             "tgi",

@@ -27,7 +27,7 @@ from grm.core.errors import (
     InvalidArgumentError,
 )
 from grm.core.grammar import scores_gbnf, scores_regex, scores_suffix_regex
-from grm.scoring.slots import DeadlineSlots
+from grm.scoring.slots import SampleSlots
 
 # --- documented replies (docs/engines.md names each source) ---------------------------------
 
@@ -241,7 +241,7 @@ def test_the_bounded_grammar_leaves_room_for_the_score_line() -> None:
 
 
 async def test_slots_grow_at_once_and_shrink_as_slots_are_released() -> None:
-    slots = DeadlineSlots(1)
+    slots = SampleSlots(1)
     await slots.acquire(0)
     waiters = [asyncio.ensure_future(slots.acquire(i)) for i in range(3)]
     await asyncio.sleep(0)

@@ -4,6 +4,9 @@ The same setup as `overhead` (scripted `grm dev-tgi` at a fixed latency, `grm up
 child processes on loopback), with the dev server's `--max-concurrent-requests` well above the
 largest k. The k values are interleaved per repetition (so drift hits all alike); every call
 has a new seed (no cache hits). Ratios use the p50 (and mean) of k=1 measured in this run.
+Beside the suite, the same k samples go straight to the dev server from the caller (the
+`overhead` baselines: `direct`, one pooled session; `stock`, text_generation's AsyncClient),
+interleaved with it, so the suite's fan-out reads against what a caller's own fan-out costs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from grm.client import AsyncGrmClient
 from grm_dev.bench import suite
-from grm_dev.bench.overhead import score_suite
+from grm_dev.bench.overhead import Direct, DirectPooled, _direct_timed, score_suite
 from grm_dev.bench.report import Panel, plot, table, write_json
 
 
@@ -30,7 +33,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     ks = sorted({1, *suite.parse_ks(args.ks)})
-    times: dict[str, list[float]] = {str(k): [] for k in ks}
+    paths = ("suite", "direct", "stock")
+    times: dict[str, dict[str, list[float]]] = {p: {str(k): [] for k in ks} for p in paths}
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             suite.dev_tgi(
@@ -38,31 +42,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ) as url,
             suite.suite(Path(tmp), url, samplers=args.samplers) as address,
             AsyncGrmClient(address, timeout=120) as client,
+            DirectPooled(url) as pooled,
+            Direct(url) as stock,
         ):
             for rep in range(args.warmup + args.reps):
                 for k in ks if rep % 2 == 0 else list(reversed(ks)):
-                    elapsed = await score_suite(client, k=k, seed=7 + k * 1_000_000 + rep)
-                    if rep >= args.warmup:
-                        times[str(k)].append(elapsed)
-    stats = {k: suite.summary_ms(ts) for k, ts in times.items()}
-    base = stats["1"]
-    results = {
-        k: {
-            **s,
-            "ratio_p50": s["p50_ms"] / base["p50_ms"],
-            "ratio_mean": s["mean_ms"] / base["mean_ms"],
+                    seed = 7 + k * 1_000_000 + rep
+                    shift = rep % len(paths)
+                    for path in paths[shift:] + paths[:shift]:
+                        if path == "suite":
+                            elapsed = await score_suite(client, k=k, seed=seed)
+                        else:
+                            baseline = pooled if path == "direct" else stock
+                            elapsed = await _direct_timed(baseline, k=k, seed=seed)
+                        if rep >= args.warmup:
+                            times[path][str(k)].append(elapsed)
+    by_path = {}
+    for path in paths:
+        stats = {k: suite.summary_ms(ts) for k, ts in times[path].items()}
+        base = stats["1"]
+        by_path[path] = {
+            k: {
+                **s,
+                "ratio_p50": s["p50_ms"] / base["p50_ms"],
+                "ratio_mean": s["mean_ms"] / base["mean_ms"],
+            }
+            for k, s in stats.items()
         }
-        for k, s in stats.items()
-    }
+    results = by_path["suite"]
+    direct, stock_r = by_path["direct"], by_path["stock"]
     rows = [
-        [k, r["p50_ms"], r["p99_ms"], r["mean_ms"], r["ratio_p50"], r["ratio_mean"]]
+        [k, r["p50_ms"], r["p99_ms"], r["ratio_p50"], direct[k]["p50_ms"],
+         direct[k]["ratio_p50"], stock_r[k]["p50_ms"], stock_r[k]["ratio_p50"],
+         r["p50_ms"] / direct[k]["p50_ms"]]
         for k, r in results.items()
-    ]
+    ]  # fmt: skip
     print(
-        f"Score latency vs k through the suite ({args.samplers} samplers); scripted TGI at "
-        f"{args.latency_ms} ms; {args.reps} repetitions per k"
+        f"Score latency vs k through the suite ({args.samplers} samplers) and straight from "
+        f"the caller (direct: one pooled session; stock: AsyncClient); scripted TGI at "
+        f"{args.latency_ms} ms; {args.reps} repetitions per k and path, interleaved"
     )
-    print(table(["k", "p50 ms", "p99 ms", "mean ms", "p50/p50(k=1)", "mean/mean(k=1)"], rows))
+    print(
+        table(
+            ["k", "suite p50", "suite p99", "suite /k=1", "direct p50", "direct /k=1",
+             "stock p50", "stock /k=1", "suite/direct"],
+            rows,
+        )
+    )  # fmt: skip
     top = str(max(ks))
     if top == "32":
         verdict = "met" if results[top]["ratio_p50"] <= 1.2 else "missed"
@@ -75,8 +101,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"Fan-out: latency(k) / latency(1), TGI at {args.latency_ms:g} ms",
                 ks,
                 {
-                    "p50 ratio": [results[str(k)]["ratio_p50"] for k in ks],
-                    "mean ratio": [results[str(k)]["ratio_mean"] for k in ks],
+                    f"{path} p50 ratio": [by_path[path][str(k)]["ratio_p50"] for k in ks]
+                    for path in paths
                 },
                 xlabel="k (samples per Score)",
                 ylabel="ratio to k=1",
@@ -86,7 +112,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             Panel(
                 "Score latency vs k",
                 ks,
-                {q: [results[str(k)][f"{q}_ms"] for k in ks] for q in ("p50", "p99")},
+                {
+                    f"{path} {q}": [by_path[path][str(k)][f"{q}_ms"] for k in ks]
+                    for path in paths
+                    for q in ("p50", "p99")
+                },
                 xlabel="k (samples per Score)",
                 ylabel="latency (ms)",
                 log2_x=True,
@@ -100,7 +130,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": args.latency_ms,
         "samplers": args.samplers,
         "results": results,
-        "times_s": times,
+        "direct": direct,
+        "stock": stock_r,
+        "times_s": times["suite"],
+        "times_s_by_path": times,
         "plot": png.name if png else None,
     }
     path = write_json(args.out, "fanout", payload)

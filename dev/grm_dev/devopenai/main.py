@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from grm.rpc import loop
 from grm_dev.devopenai.app import (
     DIALECTS,
     STATE,
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         build_settings(args)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    asyncio.run(run(args))
+    loop.run(run(args))
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from grm.rpc import loop
 from grm_dev.devtgi.app import STATE, DevTgiSettings, DevTgiState, FaultSettings, create_app
 from grm_dev.devtgi.engines import EmbeddedEngine, Engine, ScriptedEngine
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         build_settings(args)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(run(args))
+    loop.run(run(args))
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import IO, Any
@@ -13,6 +14,7 @@ from typing import IO, Any
 from grm.core.errors import GrmError
 from grm.core.types import Aggregation, PrincipleMode
 from grm.core.validation import Defaults, Limits, build_item
+from grm.rpc import loop
 
 
 def _add_scoring_args(p: argparse.ArgumentParser) -> None:
@@ -98,7 +100,6 @@ async def _score_local(args: argparse.Namespace) -> int:
 
 async def _score_remote(args: argparse.Namespace) -> int:
     """`grm score FILE --target HOST:PORT`: scored by the service through the client SDK."""
-    import os
 
     from grm.client import AsyncGrmClient
     from grm.rpc.options import CLIENT_SECURITY_OPTIONS, client_security, resolve
@@ -158,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(module.run(settings))
+    loop.run(module.run(settings))
     return 0
 
 
@@ -180,11 +181,18 @@ def _up(args: argparse.Namespace) -> int:
         startup_timeout_s=args.startup_timeout,
         **up_options(args),
     )
-    return asyncio.run(run_up(settings))
+    return loop.run(run_up(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grm", description="GRM Suite: generative reward scoring")
+    parser.add_argument(
+        "--event-loop",
+        choices=loop.CHOICES,
+        default=None,
+        help=f"auto (uvloop when installed), uvloop or asyncio; also {loop.ENV}, which the "
+        "processes this command starts inherit",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score a JSONL file of {id, query, responses}")
@@ -262,11 +270,13 @@ def _dev_tools_missing(command: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.event_loop:
+        os.environ[loop.ENV] = args.event_loop  # `grm up`'s children follow
     try:
         if args.command == "score":
             if args.target:
-                return asyncio.run(_score_remote(args))
-            return asyncio.run(_score_local(args))
+                return loop.run(_score_remote(args))
+            return loop.run(_score_local(args))
         if args.command == "serve":
             return _serve(args)
         if args.command == "up":
@@ -276,12 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev-tgi":
             from grm_dev.devtgi.main import run as run_devtgi
 
-            asyncio.run(run_devtgi(args))
+            loop.run(run_devtgi(args))
             return 0
         if args.command == "dev-openai":
             from grm_dev.devopenai.main import run as run_devopenai
 
-            asyncio.run(run_devopenai(args))
+            loop.run(run_devopenai(args))
             return 0
         if args.command == "spct-data":
             from grm.cli.spct_data import run_cli as run_spct_cli

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grm.rpc.health import DrainingHealthServicer, wait_serving
 from grm.rpc.interceptors import AuthInterceptor, ErrorInterceptor
+from grm.rpc.loop import loop_name
 from grm.rpc.security import ServerTls, TokenSource
 from grm.telemetry import ServerTraceInterceptor
 
@@ -228,10 +229,11 @@ async def serve(
         _telemetry(server)
         port = await server.start()
         log.info(
-            "listening on %s:%d (%s; NOT_SERVING until warm)",
+            "listening on %s:%d (%s, %s; NOT_SERVING until warm)",
             server.settings.host,
             port,
             _transport(server),
+            loop_name(loop),
         )
         if warm_up is not None:
             warm = asyncio.ensure_future(warm_up())

@@ -96,7 +96,8 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
     assert score.attributes["grm.status"] == "complete"
     assert score.attributes["grm.request_id"] == "req-1"
     # The sampler side: a server span per Sample call (two samplers), children of the
-    # aggregator's client span, and per sample a grm.sample → grm.generate (backend call).
+    # aggregator's client span; under each, one grm.samples span for the call's samples with
+    # an event per sample (no span per sample: that cost more CPU than the sample itself).
     sample_calls = _by_name(spans, "grm.v1.CritiqueService/Sample")
     servers = [s for s in sample_calls if s.kind is SpanKind.SERVER]
     assert len(servers) == 2 and len(sample_calls) == 4  # + the aggregator's client spans
@@ -104,24 +105,28 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
         assert server.parent is not None and server.parent.is_remote
         client = by_id[server.parent.span_id]
         assert client.kind is SpanKind.CLIENT and client.name == server.name
-    generates = _by_name(spans, "grm.generate")
-    assert len(generates) == 4
-    for gen in generates:
-        assert _chain(gen, by_id) == [
-            "grm.generate",
-            "grm.sample",
+    batches = _by_name(spans, "grm.samples")
+    assert len(batches) == 2
+    for batch in batches:
+        assert _chain(batch, by_id) == [
+            "grm.samples",
             "grm.v1.CritiqueService/Sample",
             "grm.v1.CritiqueService/Sample",
             "grm.sampling",
             "grm.score",
             "grm.v1.RewardService/Score",
         ]
-    samples = _by_name(spans, "grm.sample")
-    assert sorted(s.attributes["grm.sample.seed"] for s in samples) == sorted(
-        {s.attributes["grm.sample.seed"] for s in samples}
-    )
-    assert all(s.attributes["grm.sample.valid"] for s in samples)
-    assert all(s.attributes["grm.sample.tokens_generated"] > 0 for s in samples)
+        events = [e for e in batch.events if e.name == "grm.sample"]
+        assert len(events) == batch.attributes["grm.samples"]
+        assert batch.attributes["grm.samples_valid"] == len(events)
+    events = [e for b in batches for e in b.events if e.name == "grm.sample"]
+    assert len(events) == 4 and not _by_name(spans, "grm.sample")
+    seeds = [e.attributes["grm.sample.seed"] for e in events]
+    assert len(set(seeds)) == 4
+    assert sorted(e.attributes["grm.sample.index"] for e in events) == [0, 1, 2, 3]
+    assert all(e.attributes["grm.sample.valid"] for e in events)
+    assert all(e.attributes["grm.sample.tokens_generated"] > 0 for e in events)
+    assert all(e.attributes["grm.sample.separate_principles"] for e in events)
     [principles] = [
         s
         for s in _by_name(spans, "grm.v1.PrincipleService/GeneratePrinciples")
@@ -129,6 +134,31 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
     ]
     assert "grm.principles" in _chain(principles, by_id)
     assert _by_name(spans, "grm.vote")
+
+
+async def test_an_anytime_request_is_one_stream_per_sampler_in_its_trace(
+    providers: telemetry.Providers,
+) -> None:
+    """With a latency budget each sampler gets its share of the k samples in one
+    SampleStream call (not one call per sample), traced like a unary call."""
+    async with running_suite(samplers=2, capacity=8) as suite:
+        reply = await _score(suite.address, k=8, latency_budget_ms=5000)
+        assert reply.k_used == 8
+    spans = SPANS.get_finished_spans()
+    assert len({s.context.trace_id for s in spans}) == 1
+    by_id = {s.context.span_id: s for s in spans}
+    streams = _by_name(spans, "grm.v1.CritiqueService/SampleStream")
+    servers = [s for s in streams if s.kind is SpanKind.SERVER]
+    assert len(servers) == 2 and len(streams) == 4  # + the aggregator's client spans
+    assert not _by_name(spans, "grm.v1.CritiqueService/Sample")
+    for server in servers:
+        client = by_id[server.parent.span_id]
+        assert client.kind is SpanKind.CLIENT and client.name == server.name
+        assert server.attributes["rpc.grpc.status_code"] == 0
+    batches = _by_name(spans, "grm.samples")
+    assert sorted(b.attributes["grm.samples"] for b in batches) == [4, 4]
+    events = [e for b in batches for e in b.events if e.name == "grm.sample"]
+    assert sorted(e.attributes["grm.sample.index"] for e in events) == list(range(8))
 
 
 async def test_metrics_endpoint_serves_the_documented_series(

@@ -57,14 +57,19 @@ class GenerationBackend(abc.ABC):
 
         async def run(request: GenerationRequest) -> GenerationResult | GrmError:
             async with limit:
-                try:
-                    return await self.generate_one(request)
-                except GrmError as exc:
-                    return exc
-                except (OSError, RuntimeError, ValueError) as exc:
-                    return BackendError(f"{type(exc).__name__}: {exc}")
+                return await self.generate_safe(request)
 
         return list(await asyncio.gather(*(run(r) for r in requests)))
+
+    async def generate_safe(self, request: GenerationRequest) -> GenerationResult | GrmError:
+        """One request in the caller's task (no task or semaphore of its own: the sampler's
+        slots bound concurrency); a failure is returned as a GrmError, not raised."""
+        try:
+            return await self.generate_one(request)
+        except GrmError as exc:
+            return exc
+        except (OSError, RuntimeError, ValueError) as exc:
+            return BackendError(f"{type(exc).__name__}: {exc}")
 
     async def yes_probability(self, messages: Sequence[Message]) -> float:
         """P("Yes") as the next answer to `messages` (the LLM meta RM); optional."""

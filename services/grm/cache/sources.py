@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +37,7 @@ from grm.core.types import (
     ScoreStatus,
     Timings,
 )
-from grm.scoring.pipeline import PrincipleSource, SampleSource
+from grm.scoring.pipeline import PrincipleSource, SampleSource, stream_of
 from grm.scoring.principles import PrincipleSet
 
 
@@ -113,6 +113,149 @@ class CachingSampleSource:
             for i in retry:
                 out[i] = by_spec.get(specs[i])
         return [s for s in out if s is not None]
+
+    def stream(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> AsyncIterator[list[Sample]]:
+        """`sample` as a stream: cached samples first (one batch), then `inner`'s stream of
+        the misses as they arrive (stored as they come), and samples another caller in this
+        process is drawing when it has them. Closing the stream early cancels the draw."""
+        return self._stream(job, specs)
+
+    async def _stream(
+        self, job: SamplingJob, specs: Sequence[SampleSpec]
+    ) -> AsyncIterator[list[Sample]]:
+        model = job.model or self.inner.info
+        usage = current_usage()
+        if not model_known(model):  # e.g. a pool before its first reply: no lookup is safe
+            async for batch in stream_of(self.inner, job, specs):
+                usage.samples_generated += len(batch)
+                await self._store(job, model, [(None, s) for s in batch])
+                yield batch
+            return
+        keys = [sample_key(model, job.context, job.responses, spec, job.params) for spec in specs]
+        loop = asyncio.get_running_loop()
+        lead: dict[str, list[int]] = {}
+        follow: list[tuple[int, asyncio.Future[Sample]]] = []
+        for i, key in enumerate(keys):
+            if key in lead:
+                lead[key].append(i)
+            elif (fut := self._inflight.get(key)) is not None:
+                follow.append((i, fut))
+            else:
+                lead[key] = [i]
+                self._inflight[key] = loop.create_future()
+        futures = {key: self._inflight[key] for key in lead}
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        for i, fut in follow:
+            fut.add_done_callback(lambda f, i=i: events.put_nowait(("follow", (i, f))))
+        pump: asyncio.Task[None] | None = None
+        retry: list[SampleSpec] = []
+        try:
+            hits, misses = await self._lookup(specs, lead, futures)
+            spec_key = {specs[lead[k][0]]: k for k in misses}
+            if hits:
+                yield hits
+            if misses:
+                pump = asyncio.ensure_future(self._pump(job, model, spec_key, events))
+            waiting = len(follow) + (1 if misses else 0)
+            while waiting:
+                kind, value = await events.get()
+                if kind == "end":
+                    waiting -= 1
+                    if value is not None:
+                        raise value
+                elif kind == "lead":
+                    out = []
+                    for sample in value:
+                        key = spec_key.get(sample.spec)
+                        if key is None or futures[key].done():
+                            out.append(sample)
+                            continue
+                        futures[key].set_result(sample)
+                        out.extend(_restamp(sample, specs[i]) for i in lead[key])
+                        self.cache.stats.sample.shared += len(lead[key]) - 1
+                    usage.samples_generated += len(value)
+                    yield out
+                else:  # another caller's sample, or its leader gave up
+                    waiting -= 1
+                    i, fut = value
+                    if fut.cancelled():
+                        retry.append(specs[i])  # its leader gave up: draw it ourselves
+                    elif (exc := fut.exception()) is not None:
+                        raise exc
+                    else:
+                        self.cache.stats.sample.shared += 1
+                        usage.samples_reused += 1
+                        yield [_restamp(fut.result(), specs[i])]
+        except BaseException as exc:
+            for fut in futures.values():
+                settle_failed(fut, exc)
+            raise
+        finally:
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            for key, fut in futures.items():
+                if not fut.done():
+                    fut.cancel()  # inner returned no sample for it: followers draw it themselves
+                if self._inflight.get(key) is fut:
+                    del self._inflight[key]
+        if retry:  # their leaders gave up (cancelled): draw those ourselves
+            async for batch in self._stream(job, retry):
+                yield batch
+
+    async def _lookup(
+        self,
+        specs: Sequence[SampleSpec],
+        lead: dict[str, list[int]],
+        futures: dict[str, asyncio.Future[Sample]],
+    ) -> tuple[list[Sample], list[str]]:
+        """(the cached samples of the keys this call leads, restamped per position; the keys
+        missing). Cached ones settle their single-flight futures."""
+        stats = self.cache.stats.sample
+        keys = list(lead)
+        hits: list[Sample] = []
+        misses: list[str] = []
+        corrupt: list[str] = []
+        for key, value in zip(keys, await self.cache.get(Kind.SAMPLE, keys), strict=True):
+            hit = None
+            if value is not None:
+                try:
+                    hit = decode_sample(key, value, specs[lead[key][0]])
+                except CorruptValueError:
+                    stats.corrupt += 1
+                    corrupt.append(key)
+            if hit is None:
+                stats.misses += 1
+                misses.append(key)
+            else:
+                stats.hits += 1
+                current_usage().samples_reused += len(lead[key])
+                futures[key].set_result(hit)
+                hits.extend(_restamp(hit, specs[i]) for i in lead[key])
+                stats.shared += len(lead[key]) - 1
+        if corrupt:
+            await self.cache.delete(Kind.SAMPLE, corrupt)
+        return hits, misses
+
+    async def _pump(
+        self,
+        job: SamplingJob,
+        model: ModelInfo,
+        wanted: dict[SampleSpec, str],
+        events: asyncio.Queue[tuple[str, Any]],
+    ) -> None:
+        """`inner`'s stream of the `wanted` specs (→ their keys) into `events`, storing the
+        valid samples as they come."""
+        error: BaseException | None = None
+        try:
+            async for batch in stream_of(self.inner, job, list(wanted)):
+                events.put_nowait(("lead", batch))
+                await self._store(job, model, [(wanted.get(s.spec), s) for s in batch])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc
+        events.put_nowait(("end", error))
 
     async def _lead(
         self,

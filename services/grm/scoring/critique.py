@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from grm import telemetry
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
@@ -74,15 +74,18 @@ class CritiqueSampler:
     async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
         """Draw all specs concurrently; a failed generation becomes an invalid sample, except
         InvalidArgumentError (a request no seed can fix), which is raised."""
-        return list(await asyncio.gather(*(self._one(job, s) for s in specs)))
+        return list(await asyncio.gather(*(self.draw(job, s) for s in specs)))
 
-    async def _one(self, job: SamplingJob, spec: SampleSpec) -> Sample:
-        with telemetry.sample_span(spec) as span:
-            sample = await self._draw(job, spec)
-            telemetry.sample_done(span, sample)
-            return sample
+    def stream(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> AsyncIterator[list[Sample]]:
+        """The specs' samples as they finish, never past `job.deadline` (`stream_within`)."""
+        return stream_within(self, job, specs)
 
-    async def _draw(self, job: SamplingJob, spec: SampleSpec) -> Sample:
+    async def draw(self, job: SamplingJob, spec: SampleSpec) -> Sample:
+        """One sample (InvalidArgumentError raised; other failures are invalid samples).
+
+        Telemetry is one event per sample on the caller's span (`telemetry.sample_batch` on a
+        sampler: one span per call), not spans of its own.
+        """
         request = self.request_for(job, spec)
         telemetry.log_content(log, "prompt", request.messages)
         self.queued += 1
@@ -93,17 +96,28 @@ class CritiqueSampler:
             await self._slots.acquire(job.urgency if job.budgeted else None, flow=id(job))
         finally:
             self.queued -= 1
-        telemetry.record_duration("queue", time.perf_counter() - waiting)
         self.in_flight += 1
         started = time.perf_counter()
+        queued_s = started - waiting
         try:
-            with telemetry.stage("generate", **{"grm.backend": self.backend.info.backend}) as gen:
-                [result] = await self.backend.generate([request])
-                if isinstance(result, BaseException):
-                    telemetry.backend_error(gen, result)
+            result = await self.backend.generate_safe(request)
         finally:
             self.in_flight -= 1
             self._slots.release()
+        generate_s = time.perf_counter() - started
+        if isinstance(result, BaseException):
+            telemetry.backend_error(None, result)
+        sample = self._sample(job, spec, result, generate_s)
+        telemetry.sample_done(sample, queued_s=queued_s, generate_s=generate_s)
+        return sample
+
+    def _sample(
+        self,
+        job: SamplingJob,
+        spec: SampleSpec,
+        result: GenerationResult | GrmError,
+        generate_s: float,
+    ) -> Sample:
         if isinstance(result, InvalidArgumentError):
             # The request itself is wrong (e.g. the prompt exceeds the server's input limit):
             # a new seed cannot fix it, so it is the caller's error, not an invalid sample.
@@ -116,7 +130,7 @@ class CritiqueSampler:
                 critique="",
                 scores=None,
                 invalid_reason=f"backend error: {result}",
-                latency_ms=(time.perf_counter() - started) * 1000,
+                latency_ms=generate_s * 1000,
                 finish_reason="error",
             )
         return to_sample(spec, result, len(job.responses))
@@ -140,55 +154,91 @@ def to_sample(spec: SampleSpec, result: GenerationResult, n: int) -> Sample:
     )
 
 
-async def sample_within(
+async def stream_within(
     sampler: CritiqueSampler, job: SamplingJob, specs: Sequence[SampleSpec]
-) -> list[Sample]:
-    """Draw all specs concurrently (bounded by the sampler); stop at `job.deadline`.
+) -> AsyncIterator[list[Sample]]:
+    """Draw all specs concurrently (bounded by the sampler) and yield them as they finish:
+    each yield is every sample that finished since the previous one. At `job.deadline` the
+    samples still running are cancelled and yielded as invalid (deadline).
 
     A failed sample becomes an invalid one, except InvalidArgumentError (the request itself is
     wrong, e.g. a prompt over the model's input limit): that is raised, the rest cancelled.
+    Closing the iterator early (the caller voted or went away) cancels the samples still
+    running, down to the backend's HTTP request.
     """
-    tasks = [asyncio.ensure_future(sampler.sample(job, [spec])) for spec in specs]
-    time_limit = job.time_left(time.monotonic())
-    try:
-        if time_limit is None or time_limit > 0:
-            await _wait(tasks, time_limit)
-    finally:
-        # Also on our own cancellation (the caller went away): stop the backend work.
-        pending = [t for t in tasks if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-    out = []
-    for spec, task in zip(specs, tasks, strict=True):
-        if task.cancelled():
-            out.append(unfinished(spec, DEADLINE_REASON))
-        elif isinstance(exc := task.exception(), InvalidArgumentError):
-            raise exc
-        elif task.exception() is not None:
-            reason = f"sampler error: {task.exception()}"
-            out.append(unfinished(spec, reason, finish_reason="error"))
-        else:
-            out.append(task.result()[0])
-    return out
-
-
-def _invalid_argument(task: asyncio.Future[list[Sample]]) -> bool:
-    return not task.cancelled() and isinstance(task.exception(), InvalidArgumentError)
-
-
-async def _wait(tasks: Sequence[asyncio.Future[list[Sample]]], time_limit: float | None) -> None:
-    """Until all tasks are done, `time_limit` passes, or one fails with InvalidArgumentError."""
     loop = asyncio.get_running_loop()
-    end = None if time_limit is None else loop.time() + time_limit
-    pending = set(tasks)
-    while pending:
-        timeout = None if end is None else end - loop.time()
-        if timeout is not None and timeout <= 0:
-            return
-        done, pending = await asyncio.wait(
-            pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
-        )
-        if not done or any(_invalid_argument(t) for t in done):
-            return
+    wake = asyncio.Event()
+    tasks: dict[asyncio.Future[Sample], SampleSpec] = {}
+    for spec in specs:
+        task = asyncio.ensure_future(sampler.draw(job, spec))
+        task.add_done_callback(lambda _: wake.set())
+        tasks[task] = spec
+    remaining = dict(tasks)  # not yielded yet
+    time_limit = job.time_left(time.monotonic())
+    timer = None if time_limit is None else loop.call_later(max(0.0, time_limit), wake.set)
+    try:
+        while remaining:
+            done = [t for t in remaining if t.done()]
+            if done:
+                for task in done:
+                    del remaining[task]
+                yield _finished(done, tasks)
+                continue
+            left = job.time_left(time.monotonic())
+            if left is not None and left <= 0:
+                break
+            await wake.wait()
+            wake.clear()
+        if remaining:
+            late = list(remaining.values())
+            await _cancel(tasks)
+            yield [unfinished(spec, DEADLINE_REASON) for spec in late]
+    finally:
+        if timer is not None:
+            timer.cancel()
+        # Also on our own cancellation or an early close (the caller went away, voted, or
+        # a sample raised): stop the backend work.
+        await _cancel(tasks)
+
+
+def _finished(
+    done: Sequence[asyncio.Future[Sample]], specs: dict[asyncio.Future[Sample], SampleSpec]
+) -> list[Sample]:
+    """The samples of finished draws; InvalidArgumentError is raised."""
+    batch: list[Sample] = []
+    for task in done:
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, InvalidArgumentError):
+            raise exc
+        if task.cancelled():
+            batch.append(unfinished(specs[task], DEADLINE_REASON))
+        elif exc is not None:
+            reason = f"sampler error: {exc}"
+            batch.append(unfinished(specs[task], reason, finish_reason="error"))
+        else:
+            batch.append(task.result())
+    return batch
+
+
+async def _cancel(tasks: dict[asyncio.Future[Sample], SampleSpec]) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def sample_within(
+    sampler: CritiqueSampler, job: SamplingJob, specs: Sequence[SampleSpec]
+) -> list[Sample]:
+    """Draw all specs concurrently (bounded by the sampler); stop at `job.deadline`. The
+    samples in `specs` order (see `stream_within`)."""
+    got: dict[SampleSpec, Sample] = {}
+    stream = stream_within(sampler, job, specs)
+    try:
+        async for batch in stream:
+            for sample in batch:
+                got[sample.spec] = sample
+    finally:
+        await stream.aclose()
+    return [got.get(spec) or unfinished(spec, DEADLINE_REASON) for spec in specs]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,32 @@ class SampleSource(Protocol):
     info: ModelInfo
 
     async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]: ...
+
+
+def stream_of(
+    source: SampleSource, job: SamplingJob, specs: Sequence[SampleSpec]
+) -> AsyncIterator[list[Sample]]:
+    """The specs' samples as they finish: the source's own `stream` (one call per sampler
+    for all of them) when it has one, else one `sample` call per spec."""
+    stream = getattr(source, "stream", None)
+    if stream is not None:
+        return stream(job, specs)  # type: ignore[no-any-return]
+    return _per_spec(source, job, specs)
+
+
+async def _per_spec(
+    source: SampleSource, job: SamplingJob, specs: Sequence[SampleSpec]
+) -> AsyncIterator[list[Sample]]:
+    tasks = [asyncio.ensure_future(source.sample(job, [spec])) for spec in specs]
+    pending: set[asyncio.Future[list[Sample]]] = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            yield [s for task in done for s in task.result()]
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class PrincipleSource(Protocol):
@@ -161,52 +187,67 @@ class ScoringPipeline:
     async def _draw_anytime(
         self, plan: RequestPlan, specs: Sequence[SampleSpec]
     ) -> tuple[list[Sample], int]:
-        """Draw each index as its own call; at the vote keep what is done, cancel the rest.
+        """Draw all indices in one stream (one call per sampler), re-sampling invalid ones as
+        they arrive; at the vote keep what is done and close the streams, which cancels the
+        rest down to the engines.
 
-        Returns the drawn samples and how many sample indices were cancelled.
+        Past the vote with nothing valid, it waits for the first valid sample (or for every
+        index to give up, which the pool makes happen by the deadline). Returns the drawn
+        samples and how many sample indices were cancelled.
         """
         job = plan.job()
-        tasks = [asyncio.ensure_future(self._draw_index(plan, job, spec)) for spec in specs]
-        assert plan.vote_at is not None
-        try:
-            done, pending = await asyncio.wait(
-                tasks,
-                timeout=max(0.0, plan.vote_at - time.monotonic()),
-                return_when=asyncio.FIRST_EXCEPTION,
-            )
-            # Past the budget with nothing valid: wait for the first valid sample (or for
-            # every index to give up, which the pool makes happen by the deadline).
-            while pending and not any(_usable(t) for t in done) and not _failed(done):
-                more, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                done |= more
-        finally:
-            for task in tasks:
-                task.cancel()  # no-op for finished ones; cancels the sampler call otherwise
-            await asyncio.gather(*tasks, return_exceptions=True)
-        drawn: list[Sample] = []
-        cancelled = 0
-        for task in tasks:
-            if task.cancelled():
-                cancelled += 1
-            elif (exc := task.exception()) is not None:
-                raise exc
-            else:
-                drawn.extend(task.result())
-        return drawn, cancelled
-
-    async def _draw_index(
-        self, plan: RequestPlan, job: SamplingJob, spec: SampleSpec
-    ) -> list[Sample]:
-        """One sample index: the first draw plus re-samples with new seeds until valid."""
-        got: list[Sample] = []
         n = len(job.responses)
-        for attempt in range(self.settings.max_attempts):
-            if attempt:
-                spec = _retry_spec(plan, spec, n, attempt)
-            got.extend(await self.sampler.sample(job, [spec]))
-            if got[-1].valid or not plan.resample_invalid:
-                break
-        return got
+        assert plan.vote_at is not None
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue[list[Sample] | BaseException | None] = asyncio.Queue()
+        streams: list[asyncio.Task[None]] = []
+
+        def draw(batch: list[SampleSpec]) -> None:
+            task = asyncio.ensure_future(_pump(stream_of(self.sampler, job, batch), arrived))
+            streams.append(task)
+
+        drawn: list[Sample] = []
+        open_indices = {spec.index for spec in specs}
+        valid = 0
+        vote = loop.call_later(max(0.0, plan.vote_at - time.monotonic()), arrived.put_nowait, None)
+        voted = False
+        running = 1
+        draw(list(specs))
+        try:
+            while open_indices and running:
+                item = await arrived.get()
+                if item is None:  # the vote time
+                    voted = True
+                elif isinstance(item, BaseException):
+                    raise item
+                elif not item:
+                    running -= 1  # a stream ended
+                else:
+                    retry = []
+                    for sample in item:
+                        drawn.append(sample)
+                        index = sample.spec.index
+                        if index not in open_indices:
+                            continue
+                        attempt = sample.spec.attempt + 1
+                        if sample.valid:
+                            valid += 1
+                            open_indices.discard(index)
+                        elif plan.resample_invalid and attempt < self.settings.max_attempts:
+                            retry.append(_retry_spec(plan, sample.spec, n, attempt))
+                        else:
+                            open_indices.discard(index)
+                    if retry:
+                        running += 1
+                        draw(retry)
+                if voted and valid:
+                    break
+        finally:
+            vote.cancel()
+            for task in streams:
+                task.cancel()  # no-op for finished ones; closes the sampler calls otherwise
+            await asyncio.gather(*streams, return_exceptions=True)
+        return drawn, len(open_indices)
 
     async def _draw_all(self, plan: RequestPlan, pending: list[SampleSpec]) -> list[Sample]:
         """All specs in batches (one per attempt), re-sampling the invalid ones."""
@@ -299,15 +340,20 @@ def _retry_spec(plan: RequestPlan, spec: SampleSpec, n: int, attempt: int) -> Sa
     )
 
 
-def _usable(task: asyncio.Future[list[Sample]]) -> bool:
-    """A finished index task that drew a valid sample."""
-    return (
-        task.done()
-        and not task.cancelled()
-        and task.exception() is None
-        and any(s.valid for s in task.result())
-    )
-
-
-def _failed(done: set[asyncio.Future[list[Sample]]]) -> bool:
-    return any(not t.cancelled() and t.exception() is not None for t in done)
+async def _pump(
+    stream: AsyncIterator[list[Sample]],
+    into: asyncio.Queue[list[Sample] | BaseException | None],
+) -> None:
+    """Copy a stream's batches into `into`, then an empty batch (or the stream's error)."""
+    try:
+        async for batch in stream:
+            if batch:
+                into.put_nowait(batch)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        into.put_nowait(exc)
+        return
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    into.put_nowait([])

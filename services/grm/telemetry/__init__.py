@@ -8,7 +8,7 @@ May import core only (and OpenTelemetry, Prometheus, gRPC for the trace intercep
 
 from typing import Any
 
-from grm.telemetry.hooks import backend_error, sample_done, sample_span, score_request
+from grm.telemetry.hooks import SampleBatch, backend_error, sample_batch, sample_done, score_request
 from grm.telemetry.instruments import (
     metrics,
     reason_class,
@@ -39,7 +39,12 @@ from grm.telemetry.setup import (
 
 def __getattr__(name: str) -> Any:
     """The gRPC interceptors load grpc: only on use (grm.cache must import without grpc)."""
-    if name in ("ClientTraceInterceptor", "ServerTraceInterceptor"):
+    if name in (
+        "ClientTraceInterceptor",
+        "ServerTraceInterceptor",
+        "client_span",
+        "end_client_span",
+    ):
         from grm.telemetry import grpc_trace
 
         return getattr(grpc_trace, name)
@@ -51,20 +56,23 @@ __all__ = [
     "ClientTraceInterceptor",
     "JsonFormatter",
     "Providers",
+    "SampleBatch",
     "ServerTraceInterceptor",
     "backend_error",
     "build_providers",
+    "client_span",
     "configure_logging",
     "content_logging",
     "current",
+    "end_client_span",
     "install",
     "log_content",
     "metrics",
     "reason_class",
     "record_duration",
     "request_scope",
+    "sample_batch",
     "sample_done",
-    "sample_span",
     "score_request",
     "setup",
     "stage",

@@ -8,12 +8,13 @@ injects its context, so aggregator → sampler/principles calls join the aggrega
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 from opentelemetry import propagate
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from grm.telemetry.instruments import tracer
 
@@ -41,11 +42,13 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
         method = handler_call_details.method
         if not traced(method):
             return handler
+        if handler.unary_stream is not None:
+            return self._streaming(handler, handler_call_details)
         inner = handler.unary_unary
         carrier = {
             k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)
@@ -85,6 +88,69 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    @staticmethod
+    def _streaming(
+        handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """A server span over the whole of a server-streaming RPC (until its last message)."""
+        inner = handler.unary_stream
+        method = details.method
+        carrier = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        service, name = _split(method)
+
+        async def with_span(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with tracer().start_as_current_span(
+                method.lstrip("/"),
+                context=propagate.extract(carrier),
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    async for reply in inner(request, context):
+                        yield reply
+                except grpc.aio.AbortError:
+                    code = context.code()
+                    if code is not None:
+                        span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    span.set_status(Status(StatusCode.ERROR, str(code)))
+                    raise
+                except BaseException as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+                span.set_attribute("rpc.grpc.status_code", 0)
+
+        return grpc.unary_stream_rpc_method_handler(
+            with_span,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@contextlib.contextmanager
+def client_span(method: str) -> Iterator[tuple[Span, list[tuple[str, str]]]]:
+    """A CLIENT span for a call the caller drives itself (a stream it reads to the end), and
+    the metadata that carries its context: `with client_span(m) as (span, metadata)`."""
+    service, name = _split(method)
+    with tracer().start_as_current_span(
+        method.lstrip("/"),
+        kind=SpanKind.CLIENT,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield span, list(carrier.items())
+
+
+def end_client_span(span: Span, code: grpc.StatusCode) -> None:
+    """The status of a call `client_span` covered."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 class ClientTraceInterceptor(grpc.aio.UnaryUnaryClientInterceptor):

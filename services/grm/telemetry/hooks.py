@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from grm.telemetry.instruments import metrics, reason_class, set_error, stage
@@ -90,35 +93,93 @@ def score_request(item: Any) -> Iterator[ScoreRecord]:
             )
 
 
-def sample_span(spec: Any) -> contextlib.AbstractContextManager[Span]:
-    """Span `grm.sample` around one sample on a sampler."""
-    return stage(
-        "sample",
-        **{
-            "grm.sample.index": spec.index,
-            "grm.sample.attempt": spec.attempt,
-            "grm.sample.seed": spec.seed,
-            "grm.sample.separate_principles": bool(spec.principles),
-        },
-    )
+class SampleBatch:
+    """The samples of one sampler call: one span for the call, an event per sample on it,
+    and the sample counters added once when the call ends (not per sample)."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.valid = 0
+        self.invalid: collections.Counter[str] = collections.Counter()
+
+    def flush(self) -> None:
+        m = metrics()
+        if self.valid:
+            m.samples.add(self.valid, {"valid": "true"})
+        invalid = sum(self.invalid.values())
+        if invalid:
+            m.samples.add(invalid, {"valid": "false"})
+            for kind, count in self.invalid.items():
+                m.invalid_samples.add(count, {"reason": kind})
+        self.span.set_attribute("grm.samples_valid", self.valid)
+        self.span.set_attribute("grm.samples_invalid", invalid)
+        self.valid = 0
+        self.invalid.clear()
 
 
-def sample_done(span: Span, sample: Any) -> None:
-    """Attributes and metrics of a finished sample (valid or with its invalid reason)."""
+_batch: contextvars.ContextVar[SampleBatch | None] = contextvars.ContextVar(
+    "grm_sample_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def sample_batch(n: int) -> Iterator[SampleBatch]:
+    """Span `grm.samples` around one call's `n` samples (each sample an event on it)."""
+    with stage("samples", **{"grm.samples": n}) as span:
+        batch = SampleBatch(span)
+        token = _batch.set(batch)
+        try:
+            yield batch
+        finally:
+            _batch.reset(token)
+            batch.flush()
+
+
+def sample_done(sample: Any, *, queued_s: float, generate_s: float | None) -> None:
+    """A finished sample: an event on the call's span (valid or its invalid reason), its
+    queue and generation time and tokens, and the sample counters (in bulk within a batch).
+
+    Outside a batch (in-process scoring) the event goes on the current span and the
+    counters are added at once.
+    """
     m = metrics()
-    span.set_attribute("grm.sample.valid", sample.valid)
-    span.set_attribute("grm.sample.tokens_generated", sample.tokens_generated)
-    span.set_attribute("grm.sample.finish_reason", sample.finish_reason or "")
+    spec = sample.spec
+    attributes: dict[str, Any] = {
+        "grm.sample.index": spec.index,
+        "grm.sample.attempt": spec.attempt,
+        "grm.sample.seed": spec.seed,
+        "grm.sample.valid": sample.valid,
+        "grm.sample.tokens_generated": sample.tokens_generated,
+        "grm.sample.finish_reason": sample.finish_reason or "",
+    }
+    kind = ""
+    if not sample.valid:
+        kind = reason_class(sample.invalid_reason)
+        attributes["grm.sample.invalid_reason"] = sample.invalid_reason[:200]
+        attributes["grm.sample.invalid_class"] = kind
+    if spec.principles:
+        attributes["grm.sample.separate_principles"] = True
+    batch = _batch.get()
+    span = batch.span if batch is not None else trace.get_current_span()
+    if span.is_recording():
+        span.add_event("grm.sample", attributes)
+    duration = m.stage_duration
+    duration.record(queued_s, {"stage": "queue"})
+    if generate_s is not None:
+        duration.record(generate_s, {"stage": "generate"})
+        duration.record(queued_s + generate_s, {"stage": "sample"})
     if sample.tokens_generated:
         m.tokens.record(sample.tokens_generated)
-    if sample.valid:
-        m.samples.add(1, {"valid": "true"})
-    else:
-        kind = reason_class(sample.invalid_reason)
-        span.set_attribute("grm.sample.invalid_reason", sample.invalid_reason[:200])
-        span.set_attribute("grm.sample.invalid_class", kind)
+    if batch is not None:
+        if kind:
+            batch.invalid[kind] += 1
+        else:
+            batch.valid += 1
+    elif kind:
         m.samples.add(1, {"valid": "false"})
         m.invalid_samples.add(1, {"reason": kind})
+    else:
+        m.samples.add(1, {"valid": "true"})
     log_content(log, "generation", sample.text)
 
 

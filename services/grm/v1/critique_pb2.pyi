@@ -35,6 +35,16 @@ class CritiqueResponse(_message.Message):
     model: _common_pb2.ModelInfo
     def __init__(self, samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.SamplerLoad, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
 
+class CritiqueUpdate(_message.Message):
+    __slots__ = ("samples", "load", "model")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.Sample]
+    load: _common_pb2.SamplerLoad
+    model: _common_pb2.ModelInfo
+    def __init__(self, samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.SamplerLoad, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+
 class LoadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -40,6 +40,11 @@ class CritiqueServiceStub:
                 request_serializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
                 response_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueResponse.FromString,
                 _registered_method=True)
+        self.SampleStream = channel.unary_stream(
+                '/grm.v1.CritiqueService/SampleStream',
+                request_serializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
+                response_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueUpdate.FromString,
+                _registered_method=True)
         self.GetLoad = channel.unary_unary(
                 '/grm.v1.CritiqueService/GetLoad',
                 request_serializer=grm_dot_v1_dot_critique__pb2.LoadRequest.SerializeToString,
@@ -57,6 +62,15 @@ class CritiqueServiceServicer:
 
     def Sample(self, request, context):
         """Draws the given samples concurrently (up to the sampler's concurrency).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SampleStream(self, request, context):
+        """Draws the given samples concurrently and streams them back as they finish (several
+        finished together travel in one update). Cancelling the call cancels the samples still
+        running, down to the engine. Samples cut by the deadline come back invalid.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,6 +97,11 @@ def add_CritiqueServiceServicer_to_server(servicer, server):
                     servicer.Sample,
                     request_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.FromString,
                     response_serializer=grm_dot_v1_dot_critique__pb2.CritiqueResponse.SerializeToString,
+            ),
+            'SampleStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SampleStream,
+                    request_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.FromString,
+                    response_serializer=grm_dot_v1_dot_critique__pb2.CritiqueUpdate.SerializeToString,
             ),
             'GetLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLoad,
@@ -122,6 +141,33 @@ class CritiqueService:
             '/grm.v1.CritiqueService/Sample',
             grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
             grm_dot_v1_dot_critique__pb2.CritiqueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grm.v1.CritiqueService/SampleStream',
+            grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
+            grm_dot_v1_dot_critique__pb2.CritiqueUpdate.FromString,
             options,
             channel_credentials,
             insecure,

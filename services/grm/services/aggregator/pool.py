@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -52,6 +52,7 @@ UNAVAILABLE_REASON = "sampler unavailable"
 MODEL_MISMATCH_REASON = "sampler serves another model"
 # Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
 _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+_STREAM_METHOD = "/grm.v1.CritiqueService/SampleStream"
 
 
 @dataclass
@@ -332,6 +333,164 @@ class RemoteSamplerPool:
             for s in specs
         ]
 
+    def stream(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> AsyncIterator[list[Sample]]:
+        """Draw the specs across the pool in one streaming call per endpoint and yield the
+        samples as they arrive (lost or late ones as invalid samples, as `sample` does).
+
+        Closing the iterator (an anytime vote, the caller gone) cancels the calls still
+        open; the samplers then cancel their samples, down to the engine's HTTP request.
+        """
+        return self._stream(job, specs)
+
+    async def _stream(
+        self, job: SamplingJob, specs: Sequence[SampleSpec]
+    ) -> AsyncIterator[list[Sample]]:
+        now = time.monotonic()
+        left = job.time_left(now)
+        if left is not None and left <= MARGINS.min_call_s:
+            yield [unfinished(s, DEADLINE_REASON) for s in specs]
+            return
+        if not self.endpoints:
+            reason = f"{UNAVAILABLE_REASON} (no sampler in the pool)"
+            yield [unfinished(s, reason, finish_reason="error") for s in specs]
+            return
+        vote_in = job.vote_in(now)
+        endpoints = list(self.endpoints)
+        plan = self.plan(specs, job.model)
+        if not any(plan):
+            reason = f"{UNAVAILABLE_REASON} (none serves {_model_name(job.model)})"
+            yield [unfinished(s, reason, finish_reason="error") for s in specs]
+            return
+        arrived: asyncio.Queue[list[Sample] | BaseException | None] = asyncio.Queue()
+
+        def ended(task: asyncio.Future[None]) -> None:
+            exc = None if task.cancelled() else task.exception()
+            arrived.put_nowait(exc)  # None: that call is over
+
+        calls = []
+        for ep, batch in zip(endpoints, plan, strict=True):
+            if batch:
+                call = asyncio.ensure_future(
+                    self._stream_call(ep, job, batch, left, vote_in, arrived.put_nowait)
+                )
+                call.add_done_callback(ended)
+                calls.append(call)
+        try:
+            open_calls = len(calls)
+            while open_calls:
+                item = await arrived.get()
+                if item is None:
+                    open_calls -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+
+    async def _stream_call(
+        self,
+        ep: Endpoint,
+        job: SamplingJob,
+        specs: Sequence[SampleSpec],
+        time_limit: float | None,
+        vote_in: float | None,
+        emit: Callable[[list[Sample]], None],
+    ) -> None:
+        """One SampleStream call: emit each update's samples as it arrives."""
+        stub = self._connect(ep)
+        request = self._request(job, specs, vote_in)
+        unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
+        ep.outstanding += len(specs)
+        ep.samples_sent += len(specs)
+        waiting = {(s.index, s.attempt): s for s in specs}
+        n = len(job.responses)
+        all_generated = True
+        called = time.perf_counter()
+        try:
+            with telemetry.client_span(_STREAM_METHOD) as (span, metadata):
+                call = stub.SampleStream(request, timeout=time_limit, metadata=metadata)
+                try:
+                    async for update in call:
+                        if update.load.capacity:
+                            ep.capacity = update.load.capacity
+                        mismatch = self._check_model(ep, job, convert.model_from_pb(update.model))
+                        if mismatch:  # the first update names the model: nothing emitted yet
+                            left = list(waiting.values())
+                            emit([unfinished(s, mismatch, finish_reason="error") for s in left])
+                            return
+                        got = [
+                            convert.sample_from_pb(m, n, sampler=ep.address) for m in update.samples
+                        ]
+                        for sample in got:
+                            if waiting.pop((sample.spec.index, sample.spec.attempt), None):
+                                ep.outstanding -= 1
+                            all_generated = all_generated and bool(sample.text)
+                        emit(got)
+                except grpc.aio.AioRpcError as exc:
+                    telemetry.end_client_span(span, exc.code())
+                    emit(self._failed(ep, exc, list(waiting.values())))
+                    return
+                finally:
+                    call.cancel()  # no-op once it ended; else the sampler stops its samples
+                telemetry.end_client_span(span, grpc.StatusCode.OK)
+        finally:
+            ep.outstanding -= len(waiting)  # those not arrived (emitted as failed, or missing)
+            if ep.retired and not ep.outstanding:
+                self._close_later(ep)
+        if waiting:
+            emit([unfinished(s, "sampler returned no sample") for s in waiting.values()])
+        elif unqueued and all_generated:
+            # every sample generated (none cut by the deadline): the call took one service time
+            self.latency.observe((time.perf_counter() - called) * 1000)
+
+    def _request(
+        self, job: SamplingJob, specs: Sequence[SampleSpec], vote_in: float | None
+    ) -> critique_pb2.CritiqueRequest:
+        request = convert.critique_request(job.context, job.responses, specs, job.params)
+        if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
+            request.vote_in_ms = max(1, round(vote_in * 1000))
+        return request
+
+    def _failed(
+        self, ep: Endpoint, exc: grpc.aio.AioRpcError, specs: Sequence[SampleSpec]
+    ) -> list[Sample]:
+        """A failed call's specs as invalid samples (the endpoint marked down when lost); a
+        sampler's INVALID_ARGUMENT is the caller's error and is raised."""
+        code = exc.code()
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
+            raise convert.error_from_status(
+                code, exc.details() or "", str(field) if field else None
+            ) from None
+        ep.failures += 1
+        ep.last_error = f"{code.name}: {exc.details()}"
+        if code in _LOST:
+            ep.down_until = self.clock() + self.down_for_s
+            reason = f"{UNAVAILABLE_REASON} ({ep.address}: {ep.last_error})"
+            log.warning("sampler %s lost (%s); re-routing", ep.address, ep.last_error)
+        elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            reason = f"{DEADLINE_REASON} (sampler {ep.address})"
+        else:
+            reason = f"sampler error ({ep.address}: {ep.last_error})"
+        return [unfinished(s, reason, finish_reason="error") for s in specs]
+
+    def _check_model(self, ep: Endpoint, job: SamplingJob, model: ModelInfo | None) -> str:
+        """Learn the model an endpoint replied with; the reason its samples cannot vote for
+        `job` ("" when they can)."""
+        if model is not None and model != ep.model:
+            ep.model = model
+            self._settle_models()
+        if job.model is not None and model is not None and model != job.model:
+            # Never mixed into one vote: the request is pinned to its model.
+            return (
+                f"{MODEL_MISMATCH_REASON} ({ep.address}: {_model_name(model)}, "
+                f"the request's is {_model_name(job.model)})"
+            )
+        return ""
+
     async def _call(
         self,
         ep: Endpoint,
@@ -341,9 +500,7 @@ class RemoteSamplerPool:
         vote_in: float | None,
     ) -> list[Sample]:
         stub = self._connect(ep)
-        request = convert.critique_request(job.context, job.responses, specs, job.params)
-        if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
-            request.vote_in_ms = max(1, round(vote_in * 1000))
+        request = self._request(job, specs, vote_in)
         # Only a call that fits the sampler's free slots measures service time, not queueing.
         unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
         ep.outstanding += len(specs)
@@ -352,23 +509,7 @@ class RemoteSamplerPool:
         try:
             reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code is grpc.StatusCode.INVALID_ARGUMENT:
-                field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
-                raise convert.error_from_status(
-                    code, exc.details() or "", str(field) if field else None
-                ) from None
-            ep.failures += 1
-            ep.last_error = f"{code.name}: {exc.details()}"
-            if code in _LOST:
-                ep.down_until = self.clock() + self.down_for_s
-                reason = f"{UNAVAILABLE_REASON} ({ep.address}: {ep.last_error})"
-                log.warning("sampler %s lost (%s); re-routing", ep.address, ep.last_error)
-            elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                reason = f"{DEADLINE_REASON} (sampler {ep.address})"
-            else:
-                reason = f"sampler error ({ep.address}: {ep.last_error})"
-            return [unfinished(s, reason, finish_reason="error") for s in specs]
+            return self._failed(ep, exc, specs)
         finally:
             ep.outstanding -= len(specs)
             if ep.retired and not ep.outstanding:
@@ -378,17 +519,9 @@ class RemoteSamplerPool:
         if unqueued and reply.samples and all(m.text for m in reply.samples):
             # every sample generated (none cut by the deadline): the call took one service time
             self.latency.observe((time.perf_counter() - called) * 1000)
-        model = convert.model_from_pb(reply.model)
-        if model is not None and model != ep.model:
-            ep.model = model
-            self._settle_models()
-        if job.model is not None and model is not None and model != job.model:
-            # Never mixed into one vote: the request is pinned to its model.
-            reason = (
-                f"{MODEL_MISMATCH_REASON} ({ep.address}: {_model_name(model)}, "
-                f"the request's is {_model_name(job.model)})"
-            )
-            return [unfinished(s, reason, finish_reason="error") for s in specs]
+        mismatch = self._check_model(ep, job, convert.model_from_pb(reply.model))
+        if mismatch:
+            return [unfinished(s, mismatch, finish_reason="error") for s in specs]
         n = len(job.responses)
         return [convert.sample_from_pb(m, n, sampler=ep.address) for m in reply.samples]
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
 from grm import telemetry
 from grm.core.plan import SamplingJob
+from grm.core.types import SampleSpec
 from grm.core.validation import Defaults, Limits
 from grm.rpc import convert
-from grm.scoring.critique import CritiqueSampler, sample_within
+from grm.scoring.critique import CritiqueSampler, sample_within, stream_within
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
 
@@ -33,9 +35,9 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         s = self.sampler
         return convert.load_to_pb(s.in_flight, s.queued, s.capacity)
 
-    async def Sample(
+    def _job(
         self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
-    ) -> critique_pb2.CritiqueResponse:
+    ) -> tuple[SamplingJob, list[SampleSpec]]:
         ctx, responses, specs, params = convert.critique_call(request, self.limits, self.defaults)
         # Work ends a reply reserve before the caller's deadline, so the partial answer still
         # reaches it; the backend bounds each generation by the same time (job.deadline).
@@ -47,12 +49,38 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
             time_left_s=context.time_remaining(),
             vote_in_s=request.vote_in_ms / 1000 if request.vote_in_ms else None,
         )
-        samples = await sample_within(self.sampler, job, specs)
+        return job, specs
+
+    async def Sample(
+        self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+    ) -> critique_pb2.CritiqueResponse:
+        job, specs = self._job(request, context)
+        with telemetry.sample_batch(len(specs)):
+            samples = await sample_within(self.sampler, job, specs)
         return critique_pb2.CritiqueResponse(
             samples=[convert.sample_to_pb(s) for s in samples],
             load=self._load(),
             model=convert.model_to_pb(self.sampler.info),
         )
+
+    async def SampleStream(
+        self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[critique_pb2.CritiqueUpdate]:
+        """The samples as they finish; the caller cancelling the call cancels the rest."""
+        job, specs = self._job(request, context)
+        model = convert.model_to_pb(self.sampler.info)
+        with telemetry.sample_batch(len(specs)):
+            stream = stream_within(self.sampler, job, specs)
+            try:
+                async for batch in stream:
+                    yield critique_pb2.CritiqueUpdate(
+                        samples=[convert.sample_to_pb(s) for s in batch],
+                        load=self._load(),
+                        model=model,
+                    )
+                    model = None  # the first update names the model
+            finally:
+                await stream.aclose()
 
     async def GetLoad(
         self, request: critique_pb2.LoadRequest, context: grpc.aio.ServicerContext

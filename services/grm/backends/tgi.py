@@ -1,8 +1,10 @@
 """The TGI backend: text-generation-inference servers over HTTP, through `text-generation`.
 
-Requests and replies are the `text-generation` package's own pydantic types (`Request`,
-`Parameters`, `Grammar`, `Response`) and its error classes (`parse_error` on every non-200
-reply), so the wire format is the one TGI's maintainers ship.
+The wire format is the `text-generation` package's own (`Request`, `Parameters`, `Grammar`,
+`Response`; its error classes through `parse_error` on every non-200 reply), so it is the one
+TGI's maintainers ship; per sample, `/generate` bodies are written as plain JSON with every
+field `Parameters` dumps, and replies read as the fields `Response` checks (no pydantic model
+per sample: `generate_body`, `Generated`).
 
 **Chat template: rendered by the server, generated through `/generate`.** TGI's contract
 (`tests/contracts/tgi-openapi.json`, TGI 3.3.6) offers two ways to generate from chat turns:
@@ -52,7 +54,7 @@ from typing import Any
 import aiohttp
 import pydantic
 from text_generation import errors as tgi_errors
-from text_generation.types import ChatRequest, Grammar, GrammarType, Parameters, Request, Response
+from text_generation.types import ChatRequest, Grammar, Parameters
 from text_generation.types import Message as TgiMessage
 
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
@@ -274,32 +276,26 @@ class TgiBackend(GenerationBackend):
         prompt, prompt_tokens = await self._prompt(request.messages, deadline, caller_bound)
         self._check_length(prompt_tokens, request)
         forced = request.grammar and request.score_count > 0
-        grammar = (
-            Grammar(type=GrammarType.Regex, value=scores_regex(request.score_count))
-            if forced
-            else None
+        regex = scores_regex(request.score_count) if forced else None
+        reply = await self._generate(
+            prompt, request, request.max_new_tokens, regex, deadline, caller_bound
         )
-        response = await self._generate(
-            prompt, request, request.max_new_tokens, grammar, deadline, caller_bound
-        )
-        text = response.generated_text
-        details = response.details
-        tokens = details.generated_tokens
-        finish = "length" if details.finish_reason.value == "length" else "stop"
+        text, tokens = reply.text, reply.tokens
+        finish = "length" if reply.finish_reason == "length" else "stop"
         if forced and finish == "length" and self.settings.force_scores:
             head = f"{strip_partial_scores(text).rstrip()}\n{FORCED_PREFIX}"
             tail = await self._force_scores(
                 prompt + head, request, deadline, caller_bound, prompt_tokens
             )
             if tail is not None:
-                text, finish = head + tail.generated_text, "forced_scores"
-                tokens += tail.details.generated_tokens
+                text, finish = head + tail.text, "forced_scores"
+                tokens += tail.tokens
         return GenerationResult(
             text=text,
             tokens_generated=tokens,
             finish_reason=finish,
             latency_ms=(time.perf_counter() - started) * 1000,
-            seed=details.seed,
+            seed=reply.seed,
         )
 
     async def _force_scores(
@@ -309,7 +305,7 @@ class TgiBackend(GenerationBackend):
         deadline: float,
         caller_bound: bool,
         prompt_tokens: int,
-    ) -> Response | None:
+    ) -> Generated | None:
         """The numbers of a score line whose prefix was forced; None when that cannot be done."""
         n = request.score_count
         budget = 8 * n + 4
@@ -317,9 +313,10 @@ class TgiBackend(GenerationBackend):
             self.limits.max_total_tokens
         ):
             return None  # no room for the second request: the sample stays truncated
-        grammar = Grammar(type=GrammarType.Regex, value=scores_suffix_regex(n))
         try:
-            return await self._generate(prompt, request, budget, grammar, deadline, caller_bound)
+            return await self._generate(
+                prompt, request, budget, scores_suffix_regex(n), deadline, caller_bound
+            )
         except InvalidArgumentError:
             return None
         finally:
@@ -365,45 +362,62 @@ class TgiBackend(GenerationBackend):
         except (tgi_errors.ValidationError, pydantic.ValidationError) as exc:
             raise InvalidArgumentError(f"not a valid TGI request: {exc}") from None
 
+    def generate_body(
+        self, prompt: str, request: GenerationRequest, max_new_tokens: int, regex: str | None
+    ) -> dict[str, Any]:
+        """The `/generate` JSON body of one generation: what `Request(inputs, parameters())`
+        dumps (every field `Parameters` has, unset ones null), built as a plain dict — a
+        pydantic model and its validation per sample cost more CPU than the rest of the
+        request. The values are the ones `parameters()` validates; the contract tests check
+        these bodies against TGI's schema."""
+        sample = request.temperature > 0
+        params = dict(_PARAMETER_DEFAULTS)
+        params["do_sample"] = sample
+        params["max_new_tokens"] = max_new_tokens
+        params["stop"] = list(self.settings.stop)
+        if sample:
+            params["temperature"] = request.temperature
+            # TGI and the client reject top_p >= 1.0 (see `parameters`).
+            if 0 < request.top_p < 1:
+                params["top_p"] = request.top_p
+            params["seed"] = _seed(request.seed)
+        if regex is not None:
+            params["grammar"] = {"type": "regex", "value": regex}
+        return {"inputs": prompt, "parameters": params}
+
     async def _generate(
         self,
         prompt: str,
         request: GenerationRequest,
         max_new_tokens: int,
-        grammar: Grammar | None,
+        regex: str | None,
         deadline: float,
         caller_bound: bool,
-    ) -> Response:
-        params = self.parameters(request, max_new_tokens, grammar)
+    ) -> Generated:
+        body = self.generate_body(prompt, request, max_new_tokens, regex)
 
-        async def attempt(e: Endpoint, budget_s: float) -> Response:
-            return await self.post_generate(e, prompt, params, budget_s)
+        async def attempt(e: Endpoint, budget_s: float) -> Generated:
+            return await self.post_generate(e, body, budget_s)
 
-        try:
-            return await self.pool.call(attempt, deadline, caller_bound, slot=True)
-        except pydantic.ValidationError as exc:
-            raise BackendError(f"TGI reply does not fit the client's types: {exc}") from None
+        return await self.pool.call(attempt, deadline, caller_bound, slot=True)
 
-    async def post_generate(
-        self, e: Endpoint, prompt: str, params: Parameters, budget_s: float
-    ) -> Response:
-        """POST /generate on the endpoint's pooled session (one generation)."""
-        assert e.session is not None
-        body = Request(inputs=prompt, parameters=params, stream=False).model_dump(
-            mode="json", exclude={"stream"}
-        )
+    async def post_generate(self, e: Endpoint, body: dict[str, Any], budget_s: float) -> Generated:
+        """POST /generate (a `generate_body`) on the endpoint's pooled session."""
         payload = await self._post_json(e, "/generate", body, budget_s)
-        if not isinstance(payload, dict):
-            raise Retry("unavailable", "/generate did not return a JSON object")
-        return Response(**payload)
+        return Generated.from_payload(payload)
 
     async def _post_json(
-        self, e: Endpoint, path: str, body: dict[str, Any], budget_s: float
+        self, e: Endpoint, path: str, body: dict[str, Any] | bytes, budget_s: float
     ) -> Any:
-        """POST a JSON body; a non-200 reply raises what `text_generation.errors` makes of it."""
+        """POST a JSON body (or its bytes); a non-200 reply raises what
+        `text_generation.errors` makes of it."""
         assert e.session is not None
+        data = body if isinstance(body, bytes) else _dumps(body)
         async with e.session.post(
-            f"{e.url}{path}", json=body, timeout=aiohttp.ClientTimeout(total=budget_s)
+            f"{e.url}{path}",
+            data=data,
+            headers=_JSON_HEADERS,
+            timeout=aiohttp.ClientTimeout(total=budget_s),
         ) as resp:
             raw = await resp.read()
             try:
@@ -515,6 +529,47 @@ def _seed(seed: int) -> int:
 
 def _json(raw: bytes) -> Any:
     return json.loads(raw)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()  # ASCII: lone surrogates escaped
+
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+# Every field of `Parameters` as `Request.model_dump(mode="json")` writes it (the wire format
+# of text-generation's own client), computed once; `generate_body` fills in a copy.
+_PARAMETER_DEFAULTS: dict[str, Any] = Parameters(details=True).model_dump(mode="json")
+_FINISH_REASONS = frozenset(("length", "eos_token", "stop_sequence"))
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the suite reads of a `/generate` reply (TGI's `Response`)."""
+
+    text: str
+    tokens: int
+    finish_reason: str  # "length" | "eos_token" | "stop_sequence"
+    seed: int | None
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Generated:
+        """The fields of a reply, checked as text-generation's `Response` type checks them
+        (the tokens' details are not read, so not parsed); BackendError when it does not
+        fit."""
+        try:
+            details = payload["details"]
+            text, tokens = payload["generated_text"], details["generated_tokens"]
+            finish, seed = details["finish_reason"], details.get("seed")
+            if (
+                not isinstance(text, str)
+                or not isinstance(tokens, int)
+                or finish not in _FINISH_REASONS
+                or not (seed is None or isinstance(seed, int))
+            ):
+                raise TypeError("a field has the wrong type or value")
+        except (KeyError, TypeError) as exc:
+            raise BackendError(f"TGI reply does not fit the client's types: {exc!r}") from None
+        return cls(text, tokens, finish, seed)
 
 
 __all__ = ["TgiBackend", "TgiLimits", "TgiSettings"]

@@ -42,3 +42,16 @@ def test_uvloop_required_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loop.loop_factory("auto") is None
     with pytest.raises(RuntimeError, match="not installed"):
         loop.loop_factory("uvloop")
+
+
+def test_settle_gc_freezes_start_up_objects_and_collects_less_often() -> None:
+    import gc
+
+    threshold = gc.get_threshold()
+    try:
+        loop.settle_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == loop.GC_GEN0_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

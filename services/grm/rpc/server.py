@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grm.rpc.health import DrainingHealthServicer, wait_serving
 from grm.rpc.interceptors import AuthInterceptor, ErrorInterceptor
-from grm.rpc.loop import loop_name
+from grm.rpc.loop import loop_name, settle_gc
 from grm.rpc.security import ServerTls, TokenSource
 from grm.telemetry import ServerTraceInterceptor
 
@@ -247,6 +247,7 @@ async def serve(
                 stopping.cancel()
                 warm.result()  # a failed load ends the service (non-zero exit in main)
         if not stop.is_set():
+            settle_gc()
             await server.set_serving(True)
             log.info("SERVING on %s:%d", server.settings.host, port)
             await stop.wait()

@@ -8,7 +8,8 @@ for the engine (`tgi_queue_size`). Errors are TGI's `{"error", "error_type"}` bo
 
 Faults (for tests and benchmarks, any engine): per-request latency (fixed or lognormal around
 a median), and rates — or a fixed leading sequence — of 429, 500, hangs ("timeout"), garbage
-text, a wrong number of scores, and dropped connections.
+text, a wrong number of scores, and dropped connections. `prefix_cost_ms` adds prefill time
+for the prompt tokens the server has not seen as a prefix before (grm_dev.devtgi.prefix).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from grm_dev.devtgi.engines import (
     shown_responses,
 )
 from grm_dev.devtgi.metrics import Metrics
+from grm_dev.devtgi.prefix import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class FaultSettings:
     sequence: tuple[str, ...] = ()  # faults of the first requests, in order, before the rates
     hang_s: float = 3600.0  # how long a "timeout" request hangs before failing
     seed: int | None = None
+    # Extra latency per 1,000 prompt tokens not in the server's prefix cache (0: no model).
+    prefix_cost_ms: float = 0.0
+    prefix_cache_blocks: int = 65_536  # blocks of 16 tokens the prefix cache keeps (LRU)
 
     def __post_init__(self) -> None:
         rates = self.rates()
@@ -72,6 +77,8 @@ class FaultSettings:
             raise ValueError(f"unknown fault(s) {unknown}; known: {', '.join(FAULT_KINDS)}")
         if self.latency_dist not in ("fixed", "lognormal"):
             raise ValueError(f"latency_dist must be fixed or lognormal, not {self.latency_dist!r}")
+        if self.prefix_cost_ms < 0 or self.prefix_cache_blocks < 1:
+            raise ValueError("prefix_cost_ms must be >= 0 and prefix_cache_blocks >= 1")
 
     def rates(self) -> dict[str, float]:
         return {
@@ -140,6 +147,7 @@ class DevTgiState:
         self.rng = random.Random(settings.faults.seed)
         self.fault_sequence = deque(settings.faults.sequence)
         self.generate_requests = 0
+        self.prefix = PrefixCache(settings.faults.prefix_cache_blocks)
 
     def info(self) -> dict[str, Any]:
         s = self.settings
@@ -177,6 +185,21 @@ class DevTgiState:
         if f.latency_dist == "lognormal":
             return self.rng.lognormvariate(math.log(f.latency_ms), f.latency_sigma) / 1000
         return f.latency_ms / 1000
+
+    def prefill_s(self, tokens: list[tuple[int, str]]) -> float:
+        """The prefix cost of a prompt (see `prefix_delay_s`)."""
+        return prefix_delay_s(self.prefix, self.settings.faults, tokens)
+
+
+def prefix_delay_s(
+    cache: PrefixCache, faults: FaultSettings, tokens: list[tuple[int, str]]
+) -> float:
+    """Seconds of prefill for the prompt tokens `cache` has not seen as a prefix (0 without
+    `prefix_cost_ms`); the prompt is cached afterwards."""
+    if faults.prefix_cost_ms <= 0:
+        return 0.0
+    fresh = cache.admit([token_id for token_id, _ in tokens])
+    return faults.prefix_cost_ms * fresh / 1_000_000
 
 
 STATE = web.AppKey("devtgi_state", DevTgiState)
@@ -371,7 +394,7 @@ async def _generate_body(request: web.Request, body: dict[str, Any]) -> web.Resp
             if request.transport is not None:
                 request.transport.close()
             raise asyncio.CancelledError  # nothing more to say on a closed connection
-        await asyncio.sleep(state.latency_s())
+        await asyncio.sleep(state.latency_s() + state.prefill_s(input_tokens))
         if fault == "timeout":
             await asyncio.sleep(state.settings.faults.hang_s)
         if fault in ("500", "timeout"):

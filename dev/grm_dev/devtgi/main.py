@@ -64,6 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     f.add_argument("--hang-s", type=float, default=3600.0, help="how long a timeout hangs")
     f.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
+    f.add_argument(
+        "--prefix-cost-ms",
+        type=float,
+        default=0.0,
+        help="added latency per 1,000 prompt tokens not already seen as a prefix on this "
+        "server (a model of an engine's prefix cache; 0 = off)",
+    )
+    f.add_argument(
+        "--prefix-cache-blocks",
+        type=int,
+        default=65_536,
+        help="prefix cache size in blocks of 16 tokens (least recently used go first)",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -83,6 +96,8 @@ def build_settings(args: argparse.Namespace) -> DevTgiSettings:
         sequence=tuple(x.strip() for x in args.fault_sequence.split(",") if x.strip()),
         hang_s=args.hang_s,
         seed=args.fault_seed,
+        prefix_cost_ms=args.prefix_cost_ms,
+        prefix_cache_blocks=args.prefix_cache_blocks,
     )
     return DevTgiSettings(
         max_concurrent_requests=args.max_concurrent_requests,

@@ -28,6 +28,9 @@ class GenerationRequest:
     grammar: bool = True
     # time.monotonic() by which the caller needs the result (None: the backend's own cap).
     deadline: float | None = None
+    # Requests with the same key share a long prompt prefix (one item's samples): an HTTP
+    # backend sends them to the same engine endpoint while it has room ("": no preference).
+    prefix_key: str = ""
 
 
 @dataclass(frozen=True)

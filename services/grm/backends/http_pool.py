@@ -7,6 +7,14 @@ endpoints, so they live here once, apart from any engine's protocol:
   bound, not the connector, limits concurrency);
 - **least-loaded choice**: the endpoint with the fewest in-flight requests relative to its
   bound, healthy ones first, round-robin among equals;
+- **prefix locality**: a call with an `affinity` key (the requests that share a long prompt
+  prefix, e.g. the k samples of one item) goes to the same endpoint as the others with that
+  key, so the engine computes the prefix once and serves the rest from its prefix cache
+  (vLLM's automatic prefix caching, SGLang's RadixAttention, TGI's prefix caching). The
+  choice is rendezvous hashing (each key ranks the endpoints by a hash of key and URL: the
+  same in every process, and only the keys of an endpoint that joins or leaves move); when
+  the first choice has no free slot (or is down) the call spills over to the next in that
+  key's ranking, so one item's samples use as few endpoints as their capacity allows;
 - **backpressure**: a call that needs a slot waits (until its deadline) while every endpoint
   is full;
 - **retries inside the deadline**: an overload (`Retry("overloaded")`, e.g. HTTP 429) is
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -101,9 +111,11 @@ class EndpointPool:
         default_limit: int,
         retry: RetryPolicy,
         headers: dict[str, str] | None = None,
+        locality: bool = True,
     ) -> None:
         self.engine = engine  # for messages: "TGI", "vLLM", ...
         self.retry = retry
+        self.locality = locality  # honour calls' affinity keys (else least loaded only)
         self.headers = dict(headers or {})  # sent with every request (never logged)
         self.endpoints = [Endpoint(url=u, limit=default_limit) for u in urls]
         self.stats: collections.Counter[str] = collections.Counter()
@@ -152,12 +164,15 @@ class EndpointPool:
 
         return any(await asyncio.gather(*(one(e) for e in self.endpoints)))
 
-    def pick(self, avoid: set[str], slot: bool) -> Endpoint | None:
-        """The least-loaded usable endpoint: healthy first, then not yet failed for this call."""
+    def pick(self, avoid: set[str], slot: bool, affinity: str = "") -> Endpoint | None:
+        """The usable endpoint for a call: healthy first, then not yet failed for this call;
+        among those the first of `affinity`'s ranking (with locality on), else the least
+        loaded."""
         now = time.monotonic()
         usable = [e for e in self.endpoints if e.ready and (not slot or e.in_flight < e.limit)]
         if not usable:
             return None
+        rank = _ranking(affinity, tuple(e.url for e in self.endpoints)) if affinity else None
         for choice in (
             [e for e in usable if e.url not in avoid and e.down_until <= now],
             [e for e in usable if e.url not in avoid],
@@ -165,17 +180,22 @@ class EndpointPool:
             usable,
         ):
             if choice:
-                best = min(choice, key=lambda e: (e.in_flight / e.limit, e.last_pick))
+                if rank is not None and self.locality:
+                    best = min(choice, key=lambda e: rank[e.url])
+                else:
+                    best = min(choice, key=lambda e: (e.in_flight / e.limit, e.last_pick))
                 self._picks += 1
                 best.last_pick = self._picks
                 return best
         return None  # pragma: no cover - `usable` is not empty
 
-    async def _acquire(self, avoid: set[str], deadline: float, caller_bound: bool) -> Endpoint:
-        """A slot on the least-loaded endpoint; waits (until the deadline) while all are full."""
+    async def _acquire(
+        self, avoid: set[str], deadline: float, caller_bound: bool, affinity: str = ""
+    ) -> Endpoint:
+        """A slot on the chosen endpoint; waits (until the deadline) while all are full."""
         changed = self.slots_changed()
         while True:
-            e = self.pick(avoid, slot=True)
+            e = self.pick(avoid, slot=True, affinity=affinity)
             if e is not None:
                 e.in_flight += 1
                 return e
@@ -202,17 +222,19 @@ class EndpointPool:
         caller_bound: bool,
         *,
         slot: bool,
+        affinity: str = "",
     ) -> T:
         """Run `op(endpoint, seconds_left)`, retrying overloads (jitter) and outages (other
-        endpoints). `slot`: the call holds one of the endpoint's in-flight slots."""
+        endpoints). `slot`: the call holds one of the endpoint's in-flight slots; `affinity`:
+        calls with the same key prefer the same endpoint (prefix locality)."""
         r, name = self.retry, self.engine
         overloads = outages = 0
         avoid: set[str] = set()
         while True:
             if slot:
-                e = await self._acquire(avoid, deadline, caller_bound)
+                e = await self._acquire(avoid, deadline, caller_bound, affinity)
             else:
-                picked = self.pick(avoid, slot=False)
+                picked = self.pick(avoid, slot=False, affinity=affinity)
                 if picked is None:
                     raise BackendError(f"no {name} endpoint is configured")
                 e = picked
@@ -278,6 +300,17 @@ class EndpointPool:
                     self._release(e)
             if delay:
                 await asyncio.sleep(delay)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ranking(key: str, urls: tuple[str, ...]) -> dict[str, int]:
+    """Rendezvous (highest random weight) order of `urls` for `key`: url → rank, 0 first.
+    A stable hash, so every sampler process ranks a key's endpoints alike."""
+    weights = {
+        url: hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest() for url in urls
+    }
+    ordered = sorted(urls, key=lambda url: weights[url], reverse=True)
+    return {url: i for i, url in enumerate(ordered)}
 
 
 def call_deadline(caller: float | None, cap_s: float) -> tuple[float, bool]:

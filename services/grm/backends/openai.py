@@ -96,6 +96,7 @@ class OpenAiSettings:
     metrics_interval_s: float = 2.0  # how often /metrics is read (0 = never)
     force_scores: bool = True  # complete a score line cut off by max_tokens
     max_body_chars: int = 4000  # free text allowed before the score line by the grammar
+    prefix_locality: bool = True  # one item's samples on one engine while it has room
 
 
 @dataclass
@@ -130,6 +131,7 @@ class OpenAiBackend(GenerationBackend):
             default_limit=settings.max_in_flight or (first.default_limit if first else 1),
             retry=settings.retry,
             headers=headers,
+            locality=settings.prefix_locality,
         )
         self.info = ModelInfo(model_id=f"openai:{','.join(urls)}", revision="", backend="openai")
         self.engines: dict[str, EngineInfo] = {}
@@ -326,7 +328,9 @@ class OpenAiBackend(GenerationBackend):
             used["endpoint"] = e.url
             return await self._complete(e, request, request.messages, budget_s, forced)
 
-        reply = await self.pool.call(attempt, deadline, caller_bound, slot=True)
+        reply = await self.pool.call(
+            attempt, deadline, caller_bound, slot=True, affinity=request.prefix_key
+        )
         text, finish, tokens, seed = _read_reply(reply, request.seed)
         info = self.engines.get(used.get("endpoint", ""))
         if forced and self.settings.force_scores and info is not None:
@@ -443,7 +447,9 @@ class OpenAiBackend(GenerationBackend):
 
         self.stats["forced_scores"] += 1
         try:
-            reply = await self.pool.call(attempt, deadline, caller_bound, slot=True)
+            reply = await self.pool.call(
+                attempt, deadline, caller_bound, slot=True, affinity=request.prefix_key
+            )
         except InvalidArgumentError:
             return None
         text, _, tokens, _ = _read_reply(reply, request.seed)

@@ -95,6 +95,7 @@ class TgiSettings:
     bos_token: str = ""  # for a local chat_template
     eos_token: str = ""  # for a local chat_template
     prompt_cache_size: int = 1024
+    prefix_locality: bool = True  # one item's samples on one endpoint while it has room
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class TgiBackend(GenerationBackend):
             engine="TGI",
             default_limit=settings.max_in_flight or TGI_DEFAULT_MAX_CONCURRENT,
             retry=settings.retry,
+            locality=settings.prefix_locality,
         )
         self.info = ModelInfo(model_id=f"tgi:{','.join(urls)}", revision="", backend="tgi")
         self.limits: TgiLimits | None = None
@@ -399,7 +401,9 @@ class TgiBackend(GenerationBackend):
         async def attempt(e: Endpoint, budget_s: float) -> Generated:
             return await self.post_generate(e, body, budget_s)
 
-        return await self.pool.call(attempt, deadline, caller_bound, slot=True)
+        return await self.pool.call(
+            attempt, deadline, caller_bound, slot=True, affinity=request.prefix_key
+        )
 
     async def post_generate(self, e: Endpoint, body: dict[str, Any], budget_s: float) -> Generated:
         """POST /generate (a `generate_body`) on the endpoint's pooled session."""

@@ -10,6 +10,8 @@ the samples that did finish (anytime voting).
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +23,7 @@ from grm.core.parsing import extract_scores
 from grm.core.plan import SamplingJob
 from grm.core.sampling import DEADLINE_REASON, apply_order, to_caller_order, unfinished
 from grm.core.templates import TemplateSet
-from grm.core.types import ModelInfo, Sample, SampleSpec
+from grm.core.types import Context, ModelInfo, Sample, SampleSpec
 from grm.scoring.slots import SampleSlots
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class CritiqueSampler:
             score_count=len(job.responses),
             grammar=params.grammar,
             deadline=job.deadline,
+            prefix_key=prefix_key(job.context),
         )
 
     async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
@@ -134,6 +137,21 @@ class CritiqueSampler:
                 finish_reason="error",
             )
         return to_sample(spec, result, len(job.responses))
+
+
+@functools.lru_cache(maxsize=1024)
+def prefix_key(context: Context) -> str:
+    """What one item's prompts share: the template's text, then the conversation, before the
+    responses (shown in a different order per sample). A stable digest of the conversation,
+    the same in every sampler process, so the HTTP pools of all samplers place one item's
+    samples (and items on the same conversation) on the same engine endpoint."""
+    digest = hashlib.blake2b(digest_size=12)
+    for turn in context.turns:
+        digest.update(turn.role.encode())
+        digest.update(b"\0")
+        digest.update(turn.content.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def to_sample(spec: SampleSpec, result: GenerationResult, n: int) -> Sample:

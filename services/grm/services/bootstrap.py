@@ -101,6 +101,13 @@ class BackendSettings:
     health_interval_s: float = field(
         default=5.0, metadata={"help": "how often readiness re-checks the backend"}
     )
+    prefix_locality: bool = field(
+        default=True,
+        metadata={
+            "help": "send one item's samples to the same engine endpoint while it has a free "
+            "slot (its prompt prefix is computed once and then cached); false: least loaded"
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ def build_backend(
             api_key=api_key,
             max_in_flight=settings.openai_max_in_flight,
             request_timeout_s=settings.openai_timeout_s,
+            prefix_locality=settings.prefix_locality,
         )
     if settings.backend == "tgi":
         return make_backend(
@@ -206,6 +214,7 @@ def build_backend(
             tgi_url=settings.tgi_url,
             max_in_flight=settings.tgi_max_in_flight,
             request_timeout_s=settings.tgi_timeout_s,
+            prefix_locality=settings.prefix_locality,
         )
     return make_backend(
         "embedded",

@@ -65,6 +65,22 @@ def test_throughput_smoke(tmp_path: Path) -> None:
         assert r["samples_per_s"] == r["calls_per_s"] * 2 and r["scaling_vs_first"] > 0
 
 
+def test_locality_keeps_an_item_on_one_endpoint_and_least_loaded_spreads_it(
+    tmp_path: Path,
+) -> None:
+    """Endpoint counts are logic (rendezvous choice with free slots; least loaded spreads
+    k = 4 concurrent samples over 4 idle endpoints), so they are asserted; latency is not."""
+    doc = _run(
+        tmp_path, "locality", "--items", "3", "--warmup", "1", "--k", "4",
+        "--concurrency", "1", "--latency-ms", "20", "--context-words", "200",
+    )  # fmt: skip
+    on, off = doc["results"]["locality"], doc["results"]["least-loaded"]
+    assert on["endpoints_per_item"]["1"] == 3 and on["endpoints_per_item_max"] == 1
+    assert off["endpoints_per_item_mean"] > 1
+    assert on["prefill_tokens"] < off["prefill_tokens"]
+    assert on["p50_ms"] > 0 and off["p50_ms"] > 0
+
+
 def test_cache_smoke(tmp_path: Path) -> None:
     doc = _run(
         tmp_path, "cache", "--k", "2", "--reps", "2", "--prompts", "2", "--group", "2",

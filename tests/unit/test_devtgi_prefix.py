@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from grm_dev.devtgi.app import FaultSettings, prefix_delay_s
-from grm_dev.devtgi.prefix import PrefixCache
+from grm_dev.devtgi.prefix import Prefill, PrefixCache
 
 SHARED = list(range(1000, 1160))  # 160 tokens = 10 blocks of 16
 
@@ -30,10 +29,13 @@ def test_least_recently_used_blocks_go_first() -> None:
     assert cache.admit(SHARED) == 160
 
 
-def test_the_delay_is_per_thousand_fresh_tokens_and_off_by_default() -> None:
-    tokens = [(t, "x") for t in SHARED]
-    assert prefix_delay_s(PrefixCache(), FaultSettings(), tokens) == 0.0
-    cache = PrefixCache()
-    faults = FaultSettings(prefix_cost_ms=50.0)
-    assert prefix_delay_s(cache, faults, tokens) == 50.0 * 160 / 1_000_000
-    assert prefix_delay_s(cache, faults, tokens) == 0.0
+async def test_prefill_pays_per_thousand_fresh_tokens_one_prompt_at_a_time() -> None:
+    import asyncio
+
+    off = Prefill(0.0, 100)
+    await off.run(SHARED)
+    assert off.cache.miss_tokens == 0  # no model without a cost
+    prefill = Prefill(1.0, 100)
+    await asyncio.gather(prefill.run(SHARED), prefill.run([*SHARED, 1]))
+    # The second waited for the first and then found the shared prefix cached.
+    assert prefill.cache.miss_tokens == 161 and prefill.cache.hit_tokens == 160

@@ -15,6 +15,7 @@ from grm_dev.bench import (
     fanout,
     injection,
     load,
+    locality,
     overhead,
     report,
     run_all,
@@ -34,6 +35,7 @@ SCENARIOS = {
     "autoscale": autoscale,
     "load": load,
     "chaos": chaos,
+    "locality": locality,
 }
 
 

@@ -29,6 +29,7 @@ SMALL: dict[str, list[str]] = {
     "overhead": ["--ks", "1,4,8,16,32", "--reps", "20", "--warmup", "3"],
     "fanout": ["--ks", "1,2,4,8,16,32", "--reps", "20", "--warmup", "3"],
     "throughput": ["--k", "4", "--concurrency", "16", "--duration-s", "5", "--warmup-s", "1"],
+    "locality": ["--items", "24", "--warmup", "2"],
     "cache": ["--reps", "10", "--prompts", "8", "--group", "8", "--epochs", "2"],
     "tgi-client": ["--k", "8", "--reps", "10", "--warmup", "2"],
     "planner": ["--requests", "40", "--warmup", "4", "--budgets", "300,1000,5000"],
@@ -67,6 +68,7 @@ TINY: dict[str, list[str]] = {
     "overhead": ["--ks", "1,2", "--reps", "2", "--warmup", "1"],
     "fanout": ["--ks", "1,2", "--reps", "2", "--warmup", "1"],
     "throughput": ["--k", "2", "--concurrency", "2", "--duration-s", "0.5", "--warmup-s", "0.2"],
+    "locality": ["--items", "2", "--warmup", "1", "--k", "2", "--concurrency", "1"],
     "cache": [
         "--k",
         "2",
@@ -146,6 +148,13 @@ def headline(name: str, payload: Mapping[str, Any]) -> str:
             r = payload["results"]
             return "; ".join(
                 f"{n} sampler(s): {v['calls_per_s']:.1f} calls/s" for n, v in r.items()
+            )
+        if name == "locality":
+            on, off = payload["results"]["locality"], payload["results"]["least-loaded"]
+            return (
+                f"endpoints/item {on['endpoints_per_item_mean']:.2f} vs "
+                f"{off['endpoints_per_item_mean']:.2f}; p50 {on['p50_ms']:.0f} vs "
+                f"{off['p50_ms']:.0f} ms (locality vs least loaded)"
             )
         if name == "cache":
             return (

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from grm.backends.dialects import bounded_scores_gbnf
 from grm.core.grammar import FORCED_PREFIX, scores_gbnf, scores_suffix_gbnf
-from grm_dev.devtgi.app import Exchange, FaultSettings, prefix_delay_s
+from grm_dev.devtgi.app import Exchange, FaultSettings
 from grm_dev.devtgi.engines import (
     Engine,
     GenerateCall,
@@ -51,7 +51,7 @@ from grm_dev.devtgi.engines import (
     scripted_score,
     shown_responses,
 )
-from grm_dev.devtgi.prefix import PrefixCache
+from grm_dev.devtgi.prefix import Prefill
 
 DIALECTS = ("vllm", "sglang", "llamacpp", "tgi")
 VERSIONS = {"vllm": "0.11.0", "sglang": "0.5.3", "llamacpp": "b6700", "tgi": "3.3.6-dev0"}
@@ -109,7 +109,8 @@ class DevOpenAiState:
         self.exchanges: deque[Exchange] = deque(maxlen=settings.record_limit)
         self.rng = random.Random(settings.faults.seed)
         self.fault_sequence = deque(settings.faults.sequence)
-        self.prefix = PrefixCache(settings.faults.prefix_cache_blocks)
+        f = settings.faults
+        self.prefill = Prefill(f.prefix_cost_ms, f.prefix_cache_blocks)
 
     @property
     def waiting(self) -> int:
@@ -383,11 +384,10 @@ async def _complete(request: web.Request, state: DevOpenAiState) -> web.StreamRe
         raise asyncio.CancelledError
     state.admitted += 1
     try:
-        prefill = 0.0
-        if state.settings.faults.prefix_cost_ms > 0:
+        if state.prefill.cost_ms > 0:
             tokens = await state.engine.tokenize(call.inputs)
-            prefill = prefix_delay_s(state.prefix, state.settings.faults, tokens)
-        await asyncio.sleep(state.latency_s() + prefill)
+            await state.prefill.run([token_id for token_id, _ in tokens])
+        await asyncio.sleep(state.latency_s())
         if fault == "timeout":
             await asyncio.sleep(state.settings.faults.hang_s)
         if fault in ("500", "timeout"):

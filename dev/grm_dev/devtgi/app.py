@@ -38,7 +38,7 @@ from grm_dev.devtgi.engines import (
     shown_responses,
 )
 from grm_dev.devtgi.metrics import Metrics
-from grm_dev.devtgi.prefix import PrefixCache
+from grm_dev.devtgi.prefix import Prefill
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ class DevTgiState:
         self.rng = random.Random(settings.faults.seed)
         self.fault_sequence = deque(settings.faults.sequence)
         self.generate_requests = 0
-        self.prefix = PrefixCache(settings.faults.prefix_cache_blocks)
+        f = settings.faults
+        self.prefill = Prefill(f.prefix_cost_ms, f.prefix_cache_blocks)
 
     def info(self) -> dict[str, Any]:
         s = self.settings
@@ -185,21 +186,6 @@ class DevTgiState:
         if f.latency_dist == "lognormal":
             return self.rng.lognormvariate(math.log(f.latency_ms), f.latency_sigma) / 1000
         return f.latency_ms / 1000
-
-    def prefill_s(self, tokens: list[tuple[int, str]]) -> float:
-        """The prefix cost of a prompt (see `prefix_delay_s`)."""
-        return prefix_delay_s(self.prefix, self.settings.faults, tokens)
-
-
-def prefix_delay_s(
-    cache: PrefixCache, faults: FaultSettings, tokens: list[tuple[int, str]]
-) -> float:
-    """Seconds of prefill for the prompt tokens `cache` has not seen as a prefix (0 without
-    `prefix_cost_ms`); the prompt is cached afterwards."""
-    if faults.prefix_cost_ms <= 0:
-        return 0.0
-    fresh = cache.admit([token_id for token_id, _ in tokens])
-    return faults.prefix_cost_ms * fresh / 1_000_000
 
 
 STATE = web.AppKey("devtgi_state", DevTgiState)
@@ -394,7 +380,8 @@ async def _generate_body(request: web.Request, body: dict[str, Any]) -> web.Resp
             if request.transport is not None:
                 request.transport.close()
             raise asyncio.CancelledError  # nothing more to say on a closed connection
-        await asyncio.sleep(state.latency_s() + state.prefill_s(input_tokens))
+        await state.prefill.run([token_id for token_id, _ in input_tokens])
+        await asyncio.sleep(state.latency_s())
         if fault == "timeout":
             await asyncio.sleep(state.settings.faults.hang_s)
         if fault in ("500", "timeout"):

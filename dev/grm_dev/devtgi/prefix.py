@@ -5,7 +5,8 @@ caching, SGLang's RadixAttention, TGI's prefix caching) and skip recomputing the
 pays prefill only for the tokens after the longest prefix the server has seen. Like vLLM, this
 model cuts the prompt into fixed blocks of tokens, names each block by a hash of every token up
 to its end (a block is reused only after the same whole prefix), and keeps the most recently
-used blocks (LRU). A request's extra latency is proportional to its tokens not in the cache.
+used blocks (LRU). A request's extra latency is proportional to its tokens not in the cache,
+and prefills run one at a time per server (`Prefill`), so recomputed prefixes queue.
 
 One cache per server: the k samples of one item sent to one endpoint pay for their shared
 prefix once; spread over four endpoints they pay for it on each.
@@ -13,6 +14,7 @@ prefix once; spread over four endpoints they pay for it on each.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 from collections.abc import Sequence
@@ -58,3 +60,22 @@ class PrefixCache:
         self.hit_tokens += len(token_ids) - fresh
         self.miss_tokens += fresh
         return fresh
+
+
+class Prefill:
+    """A server's prefill: one prompt at a time (the compute-bound phase of an engine's step;
+    decoding, the scripted latency, overlaps), each paying `cost_ms` per 1,000 tokens not in
+    the prefix cache. A request that shares a prefix with one being computed waits for it
+    and then reads the prefix from the cache, as an engine batching both would."""
+
+    def __init__(self, cost_ms: float, capacity_blocks: int) -> None:
+        self.cost_ms = cost_ms
+        self.cache = PrefixCache(capacity_blocks)
+        self._lock = asyncio.Lock()
+
+    async def run(self, token_ids: Sequence[int]) -> None:
+        if self.cost_ms <= 0:
+            return
+        async with self._lock:
+            fresh = self.cache.admit(token_ids)
+            await asyncio.sleep(self.cost_ms * fresh / 1_000_000)

@@ -124,6 +124,81 @@ async def test_malformed_critique_requests_name_the_field() -> None:
     assert running.backend.requests == []
 
 
+async def test_sample_stream_sends_samples_as_they_finish() -> None:
+    """Two slots, 0.3 s per sample, four specs: the first two arrive in one update before
+    the last two are done; the first update names the model; every update reports the load."""
+    running = await start_sampler(TrackingBackend(capacity=2, delay=0.3))
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = critique_pb2_grpc.CritiqueServiceStub(channel)
+            updates = []
+            async for update in stub.SampleStream(critique_request(4), timeout=10):
+                updates.append((update, running.backend.finished))
+    finally:
+        await running.stop()
+    assert [finished for _, finished in updates] == [2, 4]  # the first came before the rest
+    assert [sorted(s.spec.index for s in u.samples) for u, _ in updates] == [[0, 1], [2, 3]]
+    assert updates[0][0].model.model_id == "scripted" and not updates[1][0].model.model_id
+    assert all(u.load.capacity == 2 for u, _ in updates)
+    assert all(s.valid and list(s.scores) == [2, 9, 9] for u, _ in updates for s in u.samples)
+
+
+async def test_sample_stream_stops_at_the_deadline_and_reports_the_rest_as_late() -> None:
+    running = await start_sampler(TrackingBackend(capacity=1, delay=0.4))
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = critique_pb2_grpc.CritiqueServiceStub(channel)
+            samples = [
+                s
+                async for u in stub.SampleStream(critique_request(4), timeout=1.0)
+                for s in u.samples
+            ]
+        await asyncio.sleep(0.05)
+    finally:
+        await running.stop()
+    assert sorted(s.spec.index for s in samples) == [0, 1, 2, 3]
+    late = [s for s in samples if not s.valid]
+    assert 2 <= len(late) <= 3 and all(s.invalid_reason == DEADLINE_REASON for s in late)
+    assert running.backend.running == 0 and running.backend.cancelled == 1
+    assert running.sampler.in_flight == 0 and running.sampler.queued == 0
+
+
+async def test_cancelling_a_sample_stream_cancels_its_generations() -> None:
+    running = await start_sampler(TrackingBackend(capacity=4, delay=5.0))
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = critique_pb2_grpc.CritiqueServiceStub(channel)
+            call = stub.SampleStream(critique_request(3), timeout=30)
+            await asyncio.sleep(0.3)
+            assert running.backend.running == 3
+            call.cancel()
+            for _ in range(50):
+                if running.backend.running == 0:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await running.stop()
+    assert running.backend.cancelled == 3 and running.backend.finished == 0
+    assert running.sampler.in_flight == 0 and running.sampler.queued == 0
+
+
+async def test_a_malformed_sample_stream_request_names_the_field() -> None:
+    running = await start_sampler()
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = critique_pb2_grpc.CritiqueServiceStub(channel)
+            no_specs = critique_request(1)
+            del no_specs.specs[:]
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in stub.SampleStream(no_specs, timeout=5):
+                    pass
+    finally:
+        await running.stop()
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("specs: ")
+    assert dict(info.value.trailing_metadata() or ())[convert.FIELD_METADATA_KEY] == "specs"
+
+
 async def test_an_empty_order_means_the_identity_order() -> None:
     running = await start_sampler()
     try:

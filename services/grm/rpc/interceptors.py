@@ -54,10 +54,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # health Watch and reflection streams pass through untouched
-        inner = handler.unary_unary
         method = handler_call_details.method
+        if handler is not None and handler.unary_stream is not None:
+            if is_open_method(method):
+                return handler  # health Watch passes through untouched
+            return _guarded_stream(handler, method)
+        if handler is None or handler.unary_unary is None:
+            return handler  # reflection streams pass through untouched
+        inner = handler.unary_unary
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, _Undecodable):
@@ -87,6 +91,39 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _guarded_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """ErrorInterceptor's mapping for a server-streaming RPC (an error after some messages
+    ends the stream with the error's status)."""
+    inner = handler.unary_stream
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
+            log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded ({request.error})"
+            )
+        try:
+            async for reply in inner(request, context):
+                yield reply
+        except GrmError as exc:
+            if exc.field:
+                context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
+            log.info("%s -> %s: %s", method, exc.code, exc)
+            await context.abort(status_code(exc), str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+
+    return grpc.unary_stream_rpc_method_handler(
+        guarded,
+        request_deserializer=_lenient(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -299,8 +299,11 @@ def test_without_an_otlp_endpoint_nothing_is_exported() -> None:
         assert p.exporting == []
         assert p.tracer_provider._active_span_processor._span_processors == ()  # type: ignore[attr-defined]
         assert not p.meter_provider._metric_readers  # type: ignore[attr-defined]
-        with p.tracer_provider.get_tracer("t").start_as_current_span("x") as span:
+        tracer = p.tracer_provider.get_tracer("t")
+        with tracer.start_as_current_span("x") as span, tracer.start_as_current_span("y") as y:
             assert span.get_span_context().is_valid  # ids for the logs, nothing sent
+            assert y.get_span_context().trace_id == span.get_span_context().trace_id
+            assert not span.is_recording()  # nothing would receive it: not recorded
     finally:
         p.shutdown()
 

@@ -1,7 +1,9 @@
 """Tracer and meter providers from the standard `OTEL_*` variables, and the scrape endpoint.
 
 - `OTEL_EXPORTER_OTLP_ENDPOINT` (or the `_TRACES_` / `_METRICS_` variants) turns OTLP export
-  on; without it nothing leaves the process (no exporter, no network).
+  on; without it nothing leaves the process (no exporter, no network), and spans are not
+  recorded at all: only their trace and span ids are made (propagated to the next service
+  and written on log lines).
 - `OTEL_SERVICE_NAME` overrides the per-service name (`grm-aggregator`, `grm-principles`,
   `grm-sampler`); `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` etc. work as in any SDK.
 - A Prometheus `/metrics` endpoint (prometheus_client's HTTP server) on `metrics_port`
@@ -25,6 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,13 @@ def build_providers(
     resource = Resource.create(attrs)
     exporting: list[str] = []
     span_exporter, metric_exporter = _otlp_exporters(env)
-    tp = TracerProvider(resource=resource)
+    if span_exporter is None and not span_processors:
+        # Nothing would receive a span: make only their ids (trace context still propagates
+        # and log lines still carry trace_id), never record them (a recorded span with its
+        # attributes cost ~20 µs, several per request, for nothing).
+        tp = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    else:
+        tp = TracerProvider(resource=resource)
     for proc in span_processors or []:
         tp.add_span_processor(proc)
     if span_exporter is not None:

@@ -189,6 +189,10 @@ async def test_the_chain_scores_over_mutual_tls_with_a_token(pki: Pki) -> None:
         assert result.status is ScoreStatus.COMPLETE and result.k_used == 4
         assert sum(s.backend.finished for s in suite.samplers) == 4
         assert suite.principles.backend.finished > 0  # the principle generator too
+        # A latency budget: the samples travel in SampleStream calls, which carry the token.
+        async with AsyncGrmClient(suite.address, timeout=10, security=pki.client()) as client:
+            timed = await client.score("q", RESPONSES, k=4, seed=5, latency_budget_ms=5000)
+        assert timed.rewards == (2.0, 9.0) and timed.k_used == 4
 
         def blocking() -> tuple[float, ...]:
             with GrmClient(suite.address, timeout=10, security=pki.client()) as sync_client:
@@ -229,6 +233,15 @@ async def test_an_aggregator_without_the_samplers_token_fails_never_scores_zero(
         assert all(s.backend.finished == 0 for s in suite.samplers)
         # The caller's token was right: the aggregator's misconfiguration is UNAVAILABLE,
         # and the message says why.
+        assert caught.value.code == "UNAVAILABLE"
+        assert "UNAUTHENTICATED" in str(caught.value)
+        # The same through SampleStream (a latency budget): refused as UNAUTHENTICATED.
+        async with AsyncGrmClient(
+            suite.address, timeout=10, retry=NO_RETRY, security=pki.client()
+        ) as client:
+            with pytest.raises(GrmError) as caught:
+                await client.score("q", RESPONSES, k=2, latency_budget_ms=5000)
+        assert all(s.backend.finished == 0 for s in suite.samplers)
         assert caught.value.code == "UNAVAILABLE"
         assert "UNAUTHENTICATED" in str(caught.value)
 

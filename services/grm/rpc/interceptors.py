@@ -6,6 +6,7 @@ channels, since in-process calls skip interceptors).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -106,8 +107,11 @@ def _guarded_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMeth
                 grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded ({request.error})"
             )
         try:
-            async for reply in inner(request, context):
-                yield reply
+            if inspect.isasyncgenfunction(inner):
+                async for reply in inner(request, context):
+                    yield reply
+            else:  # a handler that writes through the context (or only aborts)
+                await inner(request, context)
         except GrmError as exc:
             if exc.field:
                 context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))

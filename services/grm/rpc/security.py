@@ -410,7 +410,7 @@ PLAINTEXT = ClientSecurity()
 
 
 class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the bearer token to every unary call (all grm RPCs are unary)."""
+    """Adds the bearer token to every unary call (`_AioBearerStream`: server-streaming)."""
 
     def __init__(self, token: TokenSource) -> None:
         self._token = token
@@ -437,6 +437,25 @@ class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
             client_call_details.wait_for_ready,
         )
         return await continuation(details, request)
+
+
+class _AioBearerStream(grpc.aio.UnaryStreamClientInterceptor):
+    """The bearer token on every server-streaming call (a channel files an interceptor under
+    one call type only, so the two kinds are two objects)."""
+
+    def __init__(self, token: TokenSource) -> None:
+        self._unary = _AioBearer(token)
+
+    def __repr__(self) -> str:
+        return "_AioBearerStream(<token>)"
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await self._unary.intercept_unary_unary(continuation, client_call_details, request)
 
 
 @dataclass(frozen=True)
@@ -492,7 +511,7 @@ def aio_channel(
     chain = list(interceptors)
     token = security.token_source()
     if token is not None:
-        chain.append(_AioBearer(token))
+        chain += [_AioBearer(token), _AioBearerStream(token)]
     creds = credentials or security.credentials()
     opts = [*options, *security.channel_options()]
     if creds is None:

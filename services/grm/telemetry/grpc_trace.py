@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -109,8 +110,11 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
                 set_status_on_exception=False,
             ) as span:
                 try:
-                    async for reply in inner(request, context):
-                        yield reply
+                    if inspect.isasyncgenfunction(inner):
+                        async for reply in inner(request, context):
+                            yield reply
+                    else:  # a handler that writes through the context (or only aborts)
+                        await inner(request, context)
                 except grpc.aio.AbortError:
                     code = context.code()
                     if code is not None:

@@ -52,6 +52,7 @@ UNAVAILABLE_REASON = "sampler unavailable"
 MODEL_MISMATCH_REASON = "sampler serves another model"
 # Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
 _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+_SAMPLE_METHOD = "/grm.v1.CritiqueService/Sample"
 _STREAM_METHOD = "/grm.v1.CritiqueService/SampleStream"
 
 
@@ -252,11 +253,9 @@ class RemoteSamplerPool:
 
     def _connect(self, ep: Endpoint) -> critique_pb2_grpc.CritiqueServiceStub:
         if ep.stub is None:
+            # No interceptor: Sample and SampleStream carry the request's trace themselves.
             ep.channel = aio_channel(
-                ep.address,
-                self.security,
-                options=channel_options(self.max_message_mb),
-                interceptors=[ClientTraceInterceptor()],  # joins the request's trace
+                ep.address, self.security, options=channel_options(self.max_message_mb)
             )
             ep.stub = critique_pb2_grpc.CritiqueServiceStub(ep.channel)
         return ep.stub
@@ -507,9 +506,17 @@ class RemoteSamplerPool:
         ep.samples_sent += len(specs)
         called = time.perf_counter()
         try:
-            reply: critique_pb2.CritiqueResponse = await stub.Sample(request, timeout=time_limit)
-        except grpc.aio.AioRpcError as exc:
-            return self._failed(ep, exc, specs)
+            # The span and its context by hand, not a channel interceptor: grpc's intercepted
+            # call costs an extra task and wrappers per call.
+            with telemetry.client_span(_SAMPLE_METHOD) as (span, metadata):
+                try:
+                    reply: critique_pb2.CritiqueResponse = await stub.Sample(
+                        request, timeout=time_limit, metadata=metadata
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    telemetry.end_client_span(span, exc.code())
+                    return self._failed(ep, exc, specs)
+                telemetry.end_client_span(span, grpc.StatusCode.OK)
         finally:
             ep.outstanding -= len(specs)
             if ep.retired and not ep.outstanding:

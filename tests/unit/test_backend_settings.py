@@ -65,3 +65,16 @@ def test_grm_up_passes_the_openai_flags_to_its_children() -> None:
     assert backend_args(up) == [
         "--backend", "openai", "--openai-url", "http://127.0.0.1:9/v1", "--engine", "llamacpp",
     ]  # fmt: skip
+
+
+def test_prefix_locality_is_on_by_default_and_turns_off_by_flag_or_variable() -> None:
+    tgi = ["--backend", "tgi", "--tgi-url", "http://a:80,http://b:80"]
+    on = settings(tgi)
+    assert build_backend(on.backend, on.model).pool.locality is True  # type: ignore[attr-defined]
+    off = settings([*tgi, "--prefix-locality", "false"])
+    assert build_backend(off.backend, off.model).pool.locality is False  # type: ignore[attr-defined]
+    env = settings(
+        ["--backend", "openai", "--openai-url", "http://a/v1"], {"GRM_PREFIX_LOCALITY": "0"}
+    )
+    backend = build_backend(env.backend, env.model)
+    assert isinstance(backend, OpenAiBackend) and backend.pool.locality is False

@@ -591,6 +591,80 @@ async def test_a_follower_takes_over_when_the_leader_is_cancelled() -> None:
     assert not caching._inflight
 
 
+class StreamingSampleSource(CountingSampleSource):
+    """CountingSampleSource with `stream`: one call for all its specs, each spec's sample
+    yielded on its own after `delay` (as the remote pool's SampleStream does)."""
+
+    async def stream(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> Any:
+        self.calls.append(list(specs))
+        for spec in specs:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            yield [self._one(spec, len(job.responses))]
+
+
+async def _collect(stream: Any) -> list[Sample]:
+    return [s async for batch in stream for s in batch]
+
+
+async def test_a_stream_serves_cached_samples_first_and_stores_the_new_ones(
+    cache: GrmCache,
+) -> None:
+    source = StreamingSampleSource()
+    caching = CachingSampleSource(source, cache)
+    specs = [sample_spec(7, i, 3) for i in range(4)]
+    await _collect(caching.stream(JOB, specs[:2]))  # the first two are cached now
+    batches = [b async for b in caching.stream(JOB, specs)]
+    assert sorted(s.spec.index for s in batches[0]) == [0, 1]  # the hits, in one batch
+    assert [s.spec.index for b in batches[1:] for s in b] == [2, 3]
+    assert source.calls == [specs[:2], specs[2:]]  # one call per stream, misses only
+    again = await _collect(caching.stream(JOB, specs))
+    assert len(source.calls) == 2 and [s.spec for s in again] == specs  # all cached
+    assert again == await caching.sample(JOB, specs)  # the same samples either way
+
+
+async def test_concurrent_streams_of_the_same_specs_draw_them_once() -> None:
+    cache = GrmCache(MemoryStore())
+    source = StreamingSampleSource(delay=0.02)
+    caching = CachingSampleSource(source, cache)
+    specs = [sample_spec(7, i, 3) for i in range(3)]
+    got = await asyncio.gather(*(_collect(caching.stream(JOB, specs)) for _ in range(3)))
+    assert source.calls == [specs]
+    assert all(sorted(s.spec.index for s in g) == [0, 1, 2] for g in got)
+    assert cache.stats.sample.shared == 2 * 3 and not caching._inflight
+
+
+async def test_a_streaming_follower_takes_over_when_the_leader_is_closed() -> None:
+    cache = GrmCache(MemoryStore())
+    source = StreamingSampleSource(delay=0.1)
+    caching = CachingSampleSource(source, cache)
+    specs = [sample_spec(7, i, 3) for i in range(2)]
+    leader = asyncio.create_task(_collect(caching.stream(JOB, specs)))
+    await asyncio.sleep(0.01)
+    follower = asyncio.create_task(_collect(caching.stream(JOB, specs)))
+    await asyncio.sleep(0.01)
+    leader.cancel()  # e.g. its request voted early
+    got = await follower
+    assert sorted(s.spec.index for s in got) == [0, 1] and all(s.valid for s in got)
+    assert source.calls == [specs, specs]  # the follower drew them itself
+    assert not caching._inflight
+
+
+async def test_an_anytime_vote_through_the_cache_reads_one_stream() -> None:
+    """With a latency budget the pipeline streams: one call for all k, the invalid ones
+    re-sampled as they arrive, and a repeat served from the cache."""
+    cache = GrmCache(MemoryStore())
+    source = StreamingSampleSource(invalid=lambda spec: spec.index == 1 and spec.attempt == 0)
+    scorer = pipeline(source, cache)
+    item = make_item(4, latency_budget_ms=10_000)
+    result = await scorer.score(item)
+    assert result.k_valid == 4 and result.invalid_samples == 1
+    assert [len(c) for c in source.calls] == [4, 1]  # the first draw, then the re-sample
+    assert source.calls[1][0].index == 1 and source.calls[1][0].attempt == 1
+    again = await scorer.score(item)
+    assert again.votes == result.votes and [len(c) for c in source.calls] == [4, 1, 1]
+
+
 async def test_a_leaders_error_reaches_its_followers_and_is_not_cached() -> None:
     class Failing(CountingSampleSource):
         async def sample(self, *args: Any) -> list[Sample]:

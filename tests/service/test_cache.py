@@ -212,7 +212,7 @@ def test_sample_key_depends_on_everything_that_determines_the_sample(change: str
 def test_sample_key_ignores_index_and_attempt_and_is_stable() -> None:
     assert _sample_key(spec=replace(SPEC, index=5, attempt=2)) == _sample_key()
     # A key change silently empties every deployment's cache: make it a deliberate one.
-    assert _sample_key() == "sample:1:dc382d9ce1de07a6482e1b155bfd7098"
+    assert _sample_key() == "sample:2:36a1105b487066dcc6e5e19c94fffcaf"
 
 
 def test_principles_key_depends_on_seed_index_model_and_params() -> None:

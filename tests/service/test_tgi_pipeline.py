@@ -50,7 +50,7 @@ async def test_invalid_outputs_are_resampled_with_new_seeds() -> None:
     assert result.status is ScoreStatus.COMPLETE and result.k_valid == 4
     assert result.invalid_samples == 2  # garbage and wrong count; the 500 was retried
     reasons = " ".join(s.invalid_reason for s in result.samples if not s.valid)
-    assert "no \\boxed" in reasons and "expected 2" in reasons
+    assert "does not end with a Scores:" in reasons and "expected 2" in reasons
     assert result.votes == (8, 36)
     seeds = [b["parameters"]["seed"] for b in generate_bodies(server)]
     assert len(seeds) == 7 and len(set(seeds)) == 6  # 4 + 2 re-samples; the 500 retry reuses

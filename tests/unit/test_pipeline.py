@@ -56,7 +56,7 @@ async def test_invalid_samples_are_resampled_with_new_seeds() -> None:
     assert result.status is ScoreStatus.COMPLETE
     assert len(set(seen)) == 6  # the two re-samples used fresh seeds
     invalid = [s for s in result.samples if not s.valid]
-    assert all("no \\boxed" in s.invalid_reason for s in invalid)
+    assert all("does not end with a Scores:" in s.invalid_reason for s in invalid)
     assert {s.spec.attempt for s in result.samples if s.valid} == {0, 1}
 
 

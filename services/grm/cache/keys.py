@@ -31,7 +31,7 @@ from grm.core.types import (
     ScoreItem,
 )
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: strict final-line parsing, length = invalid, reference answers
 DIGEST_BYTES = 16
 # What sources report before they know their model (the remote sampler pool says "unknown"
 # until a sampler answers): such a model identifies nothing, so nothing is cached under it.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from grm.core.types import Aggregation, Context, SamplingParams, ScoreItem
+from grm.core.types import Aggregation, Context, PrincipleMode, SamplingParams, ScoreItem
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ class SamplingJob:
     params: SamplingParams
     deadline: float | None = None
     vote_at: float | None = None
+    reference: str = ""  # a reference answer the prompts show ("" = none)
 
     @classmethod
     def of(cls, item: ScoreItem) -> SamplingJob:
         """The job of an item with no deadline (local tools, benchmarks)."""
-        return cls(item.context, item.responses, item.sampling)
+        return cls(item.context, item.responses, item.sampling, reference=item.reference)
 
     @classmethod
     def from_relative(
@@ -86,6 +87,7 @@ class SamplingJob:
         time_left_s: float | None,
         vote_in_s: float | None = None,
         margins: Margins = MARGINS,
+        reference: str = "",
     ) -> SamplingJob:
         """A job received over the wire: this hop's work ends a reply reserve before the
         caller's deadline (`time_left_s` from now)."""
@@ -96,6 +98,7 @@ class SamplingJob:
             params,
             deadline=margins.work_deadline(deadline, now),
             vote_at=None if vote_in_s is None else now + vote_in_s,
+            reference=reference,
         )
 
     def time_left(self, now: float) -> float | None:
@@ -165,7 +168,15 @@ class RequestPlan:
             item.sampling,
             deadline=self.deadline,
             vote_at=self.vote_at,
+            reference=item.reference,
         )
+
+    def principles_job(self) -> SamplingJob:
+        """The principle generator's job: the query and the responses (the paper's
+        conditioning), or the query alone in `separate-query` mode (reusable sets)."""
+        if self.item.principle_mode is PrincipleMode.SEPARATE_QUERY:
+            return self.job(responses=())
+        return self.job()
 
     def time_left(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now

@@ -28,9 +28,10 @@ import grpc
 from grm.backends import BACKEND_KINDS, make_backend
 from grm.backends.base import GenerationBackend
 from grm.backends.embedded import EmbeddedSettings
+from grm.core.decoding import profile_for_backend
 from grm.core.errors import UnavailableError
 from grm.core.templates import DEFAULT_TEMPLATE, TemplateSet, load_templates
-from grm.core.validation import Limits
+from grm.core.validation import Defaults, Limits
 from grm.rpc.options import (
     Option,
     build_dataclass,
@@ -84,6 +85,12 @@ class BackendServiceSettings:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
     concurrency: int | None = None  # samplers: generations at once (None: backend capacity)
+
+    @property
+    def defaults(self) -> Defaults:
+        """Request defaults for callers that leave sampling fields unset: the decoding profile
+        of this service's backend (grm.core.decoding; the aggregator sends every field)."""
+        return Defaults.for_profile(profile_for_backend(self.backend.backend))
 
 
 _MODEL_FLAGS = ("model_path", "n_ctx", "n_threads")

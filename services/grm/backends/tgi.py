@@ -468,13 +468,14 @@ class TgiBackend(GenerationBackend):
             except ChatTemplateError as exc:
                 if not foldable:
                     raise
-                self._single_turn.add(key)
-                log.warning(
-                    "TGI endpoint %s: the chat template refused the prompt's roles (%s); "
-                    "prompts go to it as one user turn from now on",
-                    key,
-                    exc,
-                )
+                if key not in self._single_turn:  # concurrent renders: say it once
+                    self._single_turn.add(key)
+                    log.warning(
+                        "TGI endpoint %s: the chat template refused the prompt's roles (%s); "
+                        "prompts go to it as one user turn from now on",
+                        key,
+                        exc,
+                    )
                 return await self._render_on(e, single, budget_s)
 
         return await self.pool.call(render, deadline, caller_bound, slot=False)

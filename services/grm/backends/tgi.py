@@ -31,6 +31,16 @@ every cache key), `max_concurrent_requests` (the per-endpoint in-flight bound; `
 their sum), `max_input_tokens` / `max_total_tokens`, `max_best_of`, `max_stop_sequences`.
 Requests go to the endpoint with the least in-flight requests (relative to its bound).
 
+**Prompt roles.** An endpoint whose chat template refuses the messages' roles (HTTP 422 with
+`error_type` "template_error", e.g. Gemma-2's "System role not supported") gets every later
+prompt as one user turn (grm.core.templates.single_user_turn); the backend says so once in the
+log. The default prompt (grm-default-v3) is one user turn already.
+
+**Decoding.** `max_new_tokens` is capped at the room `max_total_tokens` leaves after the
+prompt. A generation cut at that limit comes back with finish reason `length` (an invalid
+sample, re-drawn by the pipeline); only a request with `force_scores` gets a second request
+that forces the score line's prefix and lets the model choose the numbers (`forced_scores`).
+
 **Errors.** 429 / overloaded: bounded retries with full jitter inside the deadline, then
 ResourceExhaustedError. Connection errors and 5xx (and 424 generation errors): retry on
 another endpoint, then BackendError (UNAVAILABLE). 400/422 validation: InvalidArgumentError

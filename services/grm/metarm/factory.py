@@ -25,9 +25,9 @@ def make_meta_rm(
     `http` is the paper's meta RM: a trained pointwise scalar RM (e.g. trained on `grm
     spct-data`'s meta_rm.jsonl) served by vLLM (/pooling, /classify) or TEI (/predict, with
     its `chat_template`). `llm` asks `backend` for P("Yes") (a zero-shot stand-in).
-    `agreement` — the services' default — needs no model: no meta RM checkpoint of the paper
-    is public, and a heuristic that keeps the samples agreeing with the consensus is the one
-    choice that costs no extra model; set `http` once a trained meta RM is served.
+    `agreement` — the services' default — needs no model: the suite ships no trained meta RM,
+    and a heuristic that keeps the samples agreeing with the consensus is the one choice that
+    needs no extra model; set `http` once a trained meta RM is served.
     """
     if not name or name == "none":
         return None

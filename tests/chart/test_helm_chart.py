@@ -587,10 +587,12 @@ def _assert_demand_hpa(
         assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     behavior = hpa["spec"]["behavior"]
     up, down = behavior["scaleUp"], behavior["scaleDown"]
-    assert up["stabilizationWindowSeconds"] == 0, "scale up at once"
-    assert down["stabilizationWindowSeconds"] >= 300, "scale down only after a calm spell"
+    # the defaults `grm bench autoscale` chose (docs/benchmarks.md)
+    assert up["stabilizationWindowSeconds"] == 60, "a passing backlog adds no pods"
+    assert down["stabilizationWindowSeconds"] == 120, "scale down after 2 calm minutes"
     assert max(p["value"] for p in up["policies"] if p["type"] == "Percent") >= 100
-    assert next(p for p in down["policies"] if p["type"] == "Pods")["value"] == 1
+    [policy] = down["policies"]
+    assert (policy["type"], policy["value"], policy["periodSeconds"]) == ("Percent", 50, 60)
     assert "replicas" not in find(docs, "Deployment", "sampler")["spec"], "the HPA owns replicas"
     return hpa
 
@@ -854,7 +856,7 @@ def test_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert trigger["metadata"]["threshold"] == "0.8"
     assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
     assert "replicas" not in find(docs, "Deployment", "sampler")["spec"]
     [monitor] = kinds(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

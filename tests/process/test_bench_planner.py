@@ -1,14 +1,18 @@
-"""The HPA model (grm_dev.bench.hpa) and smoke runs of `grm bench autoscale|planner`.
+"""The HPA model (grm_dev.bench.hpa), the pool simulation's engine, clock and oracle
+(grm_dev.bench.poolsim), and smoke runs of `grm bench autoscale|planner`.
 
-The HPA cases follow the Kubernetes docs' worked examples; the smoke runs use tiny settings
-and assert only that the JSON and PNG are written and sane (no timing).
+The HPA cases follow the Kubernetes docs' worked examples; the engine cases check the roofline
+against the published sweep it is fitted to; the smoke runs use tiny settings and assert only
+that the JSON and PNG are written and sane (no timing).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from grm.core.planner import plan_k
@@ -21,6 +25,18 @@ from grm_dev.bench.hpa import (
     Rules,
     metric_replicas,
     parse_quantity,
+)
+from grm_dev.bench.poolsim import (
+    GRM_27B_H100,
+    INFERENCEBENCH_H100_LLAMA8B,
+    SWEPT_ENGINE,
+    Pod,
+    Roofline,
+    SimConfig,
+    fit_concurrency,
+    oracle_pods,
+    parse_window,
+    simulate,
 )
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "grm" / "values.yaml"
@@ -91,7 +107,74 @@ def test_chart_defaults_match_values_yaml() -> None:
         assert values[key] == CHART_AUTOSCALING[key]
     assert values["metric"] == CHART_AUTOSCALING["metric"]
     spec = HpaSpec.from_values(values)
-    assert spec.target == 0.8 and spec.scale_down.stabilization_s == 600
+    assert spec.target == 0.8 and spec.scale_down.stabilization_s == 120
+    assert spec.scale_up.stabilization_s == 60
+    assert parse_window(values["metric"]["window"]) == 60
+
+
+def test_roofline_fits_the_published_sweep() -> None:
+    # t1 = TPOT at concurrency 1, T_max = the peak throughput: knee at about 9 sequences.
+    assert (SWEPT_ENGINE.t1_ms, SWEPT_ENGINE.tmax_tok_s) == (6.48, 1384.2)
+    assert SWEPT_ENGINE.knee == pytest.approx(8.97, abs=0.01)
+    for b, tok_s, tpot_ms in INFERENCEBENCH_H100_LLAMA8B:
+        assert SWEPT_ENGINE.tpot_s(b) * 1000 == pytest.approx(tpot_ms, rel=0.07)
+        if b > 1:  # at 1 the client's tok/s also counts time to first token and gaps
+            assert SWEPT_ENGINE.throughput(b) == pytest.approx(tok_s, rel=0.07)
+    # 27B bf16: 3.39x the bytes: t1 x 3.39, T_max / 3.39, the same knee.
+    assert GRM_27B_H100.t1_ms == pytest.approx(21.95, abs=0.01)
+    assert GRM_27B_H100.tmax_tok_s == pytest.approx(408.6, abs=0.1)
+    assert GRM_27B_H100.knee == pytest.approx(SWEPT_ENGINE.knee)
+    # below the knee the batch is free; past it each sequence slows with b
+    assert GRM_27B_H100.tpot_s(4) == GRM_27B_H100.tpot_s(1)
+    assert GRM_27B_H100.tpot_s(20) == pytest.approx(20 / 408.6, rel=1e-3)
+
+
+def test_virtual_clock_shares_the_engine() -> None:
+    # t1 = 10 ms, T_max = 100 tok/s (knee 1): two sequences run at 20 ms per token each.
+    pod = Pod(created=0.0, ready_at=0.0, engine=Roofline(10.0, 100.0))
+    pod.add(0.0, 1, 100)
+    pod.add(0.0, 2, 200)
+    assert pod.next_end() == (pytest.approx(2.0), 1)  # 100 tokens x 20 ms
+    assert pod.pop_end(2.0) == 1
+    # alone, the second runs at 10 ms per token: its last 100 tokens take 1 s
+    assert pod.next_end() == (pytest.approx(3.0), 2)
+    # a third joining at 2.5 s slows it again: 50 tokens left at 20 ms -> 3.5 s
+    pod.add(2.5, 3, 1000)
+    assert pod.next_end() == (pytest.approx(3.5), 2)
+    # cancelling the third at 3 s: 25 tokens left at 10 ms -> 3.25 s
+    pod.drop(3.0, 3)
+    assert pod.next_end() == (pytest.approx(3.25), 2)
+    assert pod.pop_end(3.25) == 2 and pod.next_end() is None
+
+
+def test_oracle_is_tokens_over_per_pod_throughput() -> None:
+    cfg = SimConfig(capacity=10, budget_ms=30000, tokens_median=300, tokens_sigma=0.3)
+    # a p99 sample (600 tokens) at 10 sequences (24.5 ms/token) takes 14.7 s < 29.75 s
+    assert fit_concurrency(cfg) == 10
+    per_minute = cfg.engine.throughput(10) * 60  # saturated: T_max
+    assert per_minute == pytest.approx(408.6 * 60, rel=1e-3)
+    assert oracle_pods(cfg, [0.0, per_minute, per_minute * 2.5]) == [1, 1, 3]
+    # a tight budget caps the concurrency where the p99 sample still fits
+    tight = SimConfig(capacity=20, budget_ms=20000)  # 603 tokens x b / 408.6 <= 19.75 s
+    assert fit_concurrency(tight) == math.floor(19.75 / (300 * math.exp(2.326 * 0.3)) * 408.64)
+    assert fit_concurrency(tight) == 13
+
+
+def test_window_parses_promql_ranges() -> None:
+    assert [parse_window(w) for w in ("", "90s", "1m", "1m30s", "2h")] == [0, 90, 60, 90, 7200]
+    with pytest.raises(ValueError):
+        parse_window("a minute")
+
+
+def test_simulation_counts_pod_hours_and_is_deterministic() -> None:
+    cfg = SimConfig(before_s=60, ramp_s=60, peak_s=120, after_s=60, warmup_s=120, peak=4)
+    a, b = simulate(cfg), simulate(cfg)
+    assert a.requests == b.requests and a.pods == b.pods
+    overall = a.overall()
+    # every pod holds a GPU for at most the whole run; the initial 3 for all of it
+    assert 3 * 300 / 3600 <= overall["pod_hours"] <= len(a.pods) * 300 / 3600
+    assert overall["oracle_pod_hours"] == pytest.approx(sum(a.oracle) / 60)
+    assert 0 < overall["k_granted"] <= 1 and 0 <= overall["attainment"] <= 1
 
 
 def test_plan_k_counts_work_queued_ahead() -> None:
@@ -114,19 +197,24 @@ def _doc(tmp_path: Path, name: str) -> dict:
 
 def test_autoscale_smoke(tmp_path: Path) -> None:
     argv = ["autoscale", "--before-s", "60", "--ramp-s", "60", "--peak-s", "120"]
-    argv += ["--after-s", "60", "--out", str(tmp_path)]
+    argv += ["--after-s", "60", "--warmup-s", "120", "--seeds", "1", "--candidates", "chart"]
+    argv += ["--out", str(tmp_path)]
     assert main(argv) == 0
     doc = _doc(tmp_path, "autoscale")
     assert doc["assumptions"] and doc["settings"]["peak"] == 10.0
-    assert [p["phase"] for p in doc["phases"]] == [
-        "before", "ramp up", "peak", "ramp down", "after",
-    ]  # fmt: skip
-    assert doc["overall"]["requests"] > 0 and 0 <= doc["overall"]["attainment"] <= 1
-    assert 1 <= doc["overall"]["max_desired"] <= 8
-    assert 0 < doc["overall"]["mean_k"] <= 32
+    assert doc["engine"]["source"].startswith("https://")
+    assert [r["start"] for r in doc["comparison"]] == ["warm", "cold"]
+    for phases in doc["phases"].values():
+        assert [p["phase"] for p in phases] == [
+            "before", "ramp up", "peak", "ramp down", "after", "all",
+        ]  # fmt: skip
+    for row in doc["comparison"]:
+        assert 0 <= row["attainment"] <= 1 and 0 < row["k_granted"] <= 1
+        assert row["pod_hours"] > 0 and row["oracle_pod_hours"] > 0
+    assert set(doc["checks"]) == {"warm", "cold"}
     # deterministic for a seed
     assert main(argv) == 0
-    assert _doc(tmp_path, "autoscale")["phases"] == doc["phases"]
+    assert _doc(tmp_path, "autoscale")["comparison"] == doc["comparison"]
 
 
 def test_planner_smoke(tmp_path: Path) -> None:

@@ -246,7 +246,19 @@ async def test_cross_pod_duplicate_work_is_counted_not_prevented(server: RedisSe
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
     server: RedisServer,
 ) -> None:
-    cache = GrmCache(RedisStore(server.url, prefix="burst", max_connections=4))
+    # 300 lookups queue for 4 connections. The op timeouts are made generous here (a loaded
+    # machine can take longer than the production 0.5 s to serve the queue): the test is about
+    # waiting for a pooled connection instead of failing, not about timeouts.
+    cache = GrmCache(
+        RedisStore(
+            server.url,
+            prefix="burst",
+            max_connections=4,
+            connect_timeout_s=30,
+            timeout_s=30,
+            op_timeout_s=60,
+        )
+    )
     got = await asyncio.gather(*(cache.get(Kind.SAMPLE, [f"k{i}"]) for i in range(300)))
     assert got == [[None]] * 300
     assert cache.stats.sample.errors == 0 and cache.available

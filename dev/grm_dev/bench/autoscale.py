@@ -1,141 +1,315 @@
-"""`grm bench autoscale`: the sampler pool under the chart's HPA through a 1x-10x-1x surge.
+"""`grm bench autoscale`: the sampler pool's HPA through a 1x-10x-1x surge, warm and cold pods.
 
-A discrete-event simulation (grm_dev.bench.poolsim: pure Python, deterministic for a seed, runs
-in seconds) of requests asking for k samples under a latency budget, granted k by the real
-k planner (grm.core.planner), served by per-pod slots, with the HPA (grm_dev.bench.hpa) scaling
-the pool on grm_sampler_demand_ratio with the chart's target, tolerance, stabilization
-windows, policies and min/max replicas, and a pod start delay. Reports per phase (before,
-ramp up, peak, ramp down, after): budget attainment, mean k, replicas; writes JSON (with
-every assumption of the model) and a PNG (replicas, k, queue and attainment over time).
-
-Assumptions (also in the JSON's `assumptions`): see grm_dev.bench.poolsim.ASSUMPTIONS.
+A discrete-event simulation (grm_dev.bench.poolsim: pure Python, deterministic for a seed, a
+simulated hour in about a second) of requests asking for k samples under a latency budget,
+granted k by the real k planner (grm.core.planner), served by GPU engines that batch (a
+roofline fitted to a published vLLM concurrency sweep, scaled to DeepSeek-GRM-27B), with the
+HPA (grm_dev.bench.hpa) scaling the pool on grm_sampler_demand_ratio. One run compares the
+chart's sampler.autoscaling defaults with the previous defaults and other candidates, each with
+warm pods (weights on the model cache) and cold ones (downloaded first), against an oracle (the
+fewest ready pods per minute that serve every request's full k within budget). Prints a
+comparison table and the chart defaults' per-phase tables; writes JSON (every assumption, the
+engine fit, the tables, the time series) and a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from grm_dev.bench.poolsim import ASSUMPTIONS, SimConfig, SimResult, simulate
+from grm_dev.bench.hpa import CHART_AUTOSCALING
+from grm_dev.bench.poolsim import (
+    ASSUMPTIONS,
+    COLD_START_S,
+    GEMMA_2_27B_PARAMS,
+    INFERENCEBENCH_H100_LLAMA8B,
+    LLAMA_3_1_8B_PARAMS,
+    SWEEP_SOURCE,
+    SWEPT_ENGINE,
+    WARM_START_S,
+    SimConfig,
+    SimResult,
+    fit_concurrency,
+    simulate,
+)
 from grm_dev.bench.report import table, write_json
+
+# Done when (issue 21): >= 99 % of budgets met with pod-hours <= 1.5 x the oracle's.
+ATTAINMENT_GOAL = 0.99
+COST_GOAL = 1.5
+
+
+def _variant(
+    target: str,
+    window: str,
+    down_window_s: int,
+    down_percent: int,
+    up_window_s: int = 0,
+) -> dict[str, Any]:
+    """The chart's values with another metric target/window and scale-down/up windows."""
+    values = copy.deepcopy(CHART_AUTOSCALING)
+    values["metric"].update(targetAverageValue=target, window=window)
+    values["behavior"]["scaleUp"]["stabilizationWindowSeconds"] = up_window_s
+    values["behavior"]["scaleDown"] = {
+        "stabilizationWindowSeconds": down_window_s,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": down_percent, "periodSeconds": 60}],
+    }
+    return values
+
+
+# The chart's sampler.autoscaling before this comparison (instant gauges, 10 calm minutes,
+# then one pod per 2 minutes).
+PREVIOUS = copy.deepcopy(CHART_AUTOSCALING)
+PREVIOUS["metric"]["window"] = ""
+PREVIOUS["behavior"] = {
+    "scaleUp": copy.deepcopy(CHART_AUTOSCALING["behavior"]["scaleUp"]),
+    "scaleDown": {
+        "stabilizationWindowSeconds": 600,
+        "selectPolicy": "Min",
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+    },
+}
+PREVIOUS["behavior"]["scaleUp"]["stabilizationWindowSeconds"] = 0
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "previous defaults": PREVIOUS,
+    "instant, down 120s 50%/min": _variant("800m", "", 120, 50),
+    "1m, down 300s 50%/min": _variant("800m", "1m", 300, 50),
+    "2m, down 60s 50%/min": _variant("800m", "2m", 60, 50),
+    "1m target 1, down 120s": _variant("1", "1m", 120, 50),
+    "chart defaults": CHART_AUTOSCALING,
+}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     d = SimConfig()
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds arrivals and service times")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated; the first gets the tables")
     p.add_argument("--base-rate", type=float, default=d.base_rate, help="requests/s at 1x")
     p.add_argument("--peak", type=float, default=d.peak, help="demand multiple at the peak")
     p.add_argument("--before-s", type=float, default=d.before_s, help="1x before the ramp")
     p.add_argument("--ramp-s", type=float, default=d.ramp_s, help="each ramp's length")
     p.add_argument("--peak-s", type=float, default=d.peak_s, help="time at the peak")
     p.add_argument("--after-s", type=float, default=d.after_s, help="1x after the ramp down")
+    p.add_argument("--warmup-s", type=float, default=d.warmup_s, help="1x before t=0, unreported")
     p.add_argument("--k", type=int, default=d.k, help="k each request asks for")
     p.add_argument("--budget-ms", type=float, default=d.budget_ms, help="latency budget")
     p.add_argument("--capacity", type=int, default=d.capacity, help="samples at once per pod")
-    p.add_argument("--service-ms", type=float, default=d.service_ms, help="median sample time")
-    p.add_argument("--service-sigma", type=float, default=d.service_sigma, help="lognormal")
-    p.add_argument("--start-delay-s", type=float, default=d.start_delay_s, help="pod start")
+    p.add_argument("--t1-ms", type=float, default=round(d.t1_ms, 2), help="TPOT of 1 sequence")
+    p.add_argument(
+        "--tmax-tok-s", type=float, default=round(d.tmax_tok_s, 1), help="engine's peak tok/s"
+    )
+    p.add_argument("--tokens-median", type=float, default=d.tokens_median, help="per sample")
+    p.add_argument("--tokens-sigma", type=float, default=d.tokens_sigma, help="lognormal sigma")
+    p.add_argument("--warm-start-s", type=float, default=WARM_START_S, help="cached weights")
+    p.add_argument("--cold-start-s", type=float, default=COLD_START_S, help="download first")
     p.add_argument("--initial-replicas", type=int, default=d.initial_replicas)
+    p.add_argument(
+        "--max-replicas", type=int, default=200, help="overrides maxReplicas (0: the values')"
+    )
     p.add_argument("--sync-s", type=float, default=d.sync_s, help="HPA sync period")
     p.add_argument(
-        "--metric-window-s",
-        type=float,
-        default=d.metric_window_s,
-        help="0: the metric at the sync instant (the chart's default); else its moving mean "
-        "(the chart's sampler.autoscaling.metric.window, e.g. 60 for 1m)",
+        "--candidates",
+        choices=["all", "chart"],
+        default="all",
+        help="all: the comparison; chart: the chart's defaults only",
     )
     p.add_argument("--out", default="bench-results")
 
 
-def config(args: argparse.Namespace) -> SimConfig:
-    names = {f.name for f in dataclasses.fields(SimConfig)} - {"autoscaling", "record_s"}
-    return SimConfig(**{n: getattr(args, n) for n in names})
+def config(
+    args: argparse.Namespace, seed: int, start_s: float, values: dict[str, Any]
+) -> SimConfig:
+    names = {f.name for f in dataclasses.fields(SimConfig)}
+    names -= {"seed", "start_delay_s", "autoscaling", "record_s"}
+    return SimConfig(
+        seed=seed,
+        start_delay_s=start_s,
+        autoscaling=values,
+        **{n: getattr(args, n) for n in names},
+    )
 
 
-def plot(path: Path, result: SimResult, bin_s: float = 30.0) -> None:
-    """Three stacked panels: replicas and demand, k granted and attainment, queue."""
+def _row(name: str, start: str, results: Sequence[SimResult]) -> dict[str, Any]:
+    """One candidate with one kind of start over the seeds: means, and the worst seed."""
+    overall = [r.overall() for r in results]
+    peak = [r.phase_table()[2] for r in results]
+    n = len(results)
+    return {
+        "candidate": name,
+        "start": start,
+        "seeds": n,
+        "attainment": sum(o["attainment"] for o in overall) / n,
+        "attainment_worst": min(o["attainment"] for o in overall),
+        "k_granted": sum(o["k_granted"] for o in overall) / n,
+        "peak_k_granted": sum(p["k_granted"] for p in peak) / n,
+        "mean_ready": sum(o["mean_ready"] for o in overall) / n,
+        "mean_oracle": sum(o["mean_oracle"] for o in overall) / n,
+        "pod_hours": sum(o["pod_hours"] for o in overall) / n,
+        "oracle_pod_hours": sum(o["oracle_pod_hours"] for o in overall) / n,
+        "cost_ratio": sum(o["cost_ratio"] for o in overall) / n,
+        "cost_ratio_worst": max(o["cost_ratio"] for o in overall),
+        "max_pods": max(o["max_pods"] for o in overall),
+    }
+
+
+def plot(path: Path, runs: dict[str, SimResult], bin_s: float = 60.0) -> None:
+    """Per start (columns): pods vs the oracle and demand; k granted and attainment."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = result.series
-    ts = [p["t"] / 60 for p in series]
-    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
-    top.step(ts, [p["desired"] for p in series], where="post", label="desired replicas")
-    top.step(ts, [p["ready"] for p in series], where="post", label="ready replicas")
-    top.plot(ts, [p["demand"] for p in series], "k:", label="demand (x base)")
-    top.set_ylabel("pods / demand")
-    top.legend(loc="upper right")
-    bins: dict[int, list[dict[str, float]]] = {}
-    for r in result.requests:
-        bins.setdefault(int(r["arrived"] // bin_s), []).append(r)
-    xs = [(b + 0.5) * bin_s / 60 for b in sorted(bins)]
-    mid.plot(xs, [sum(r["k_used"] for r in bins[b]) / len(bins[b]) for b in sorted(bins)], "b-")
-    mid.set_ylabel("mean k used", color="b")
-    mid.set_ylim(0, result.config.k * 1.05)
-    twin = mid.twinx()
-    twin.plot(xs, [sum(r["met"] for r in bins[b]) / len(bins[b]) for b in sorted(bins)], "g-")
-    twin.set_ylabel("budget attainment", color="g")
-    twin.set_ylim(0, 1.05)
-    low.plot(ts, [p["queue"] for p in series], label="queued samples")
-    low.plot(ts, [p["in_flight"] for p in series], label="samples in flight")
-    low.set_ylabel("samples")
-    low.set_xlabel("minutes")
-    low.legend(loc="upper right")
+    fig, axes = plt.subplots(2, len(runs), figsize=(5.5 * len(runs), 6.5), sharex=True)
+    if len(runs) == 1:
+        axes = [[axes[0]], [axes[1]]]
+    for col, (title, result) in enumerate(runs.items()):
+        top, low = axes[0][col], axes[1][col]
+        series = result.series
+        ts = [p["t"] / 60 for p in series]
+        top.step(ts, [p["gpu_pods"] for p in series], where="post", label="pods holding a GPU")
+        top.step(ts, [p["ready"] for p in series], where="post", label="ready pods")
+        top.step(ts, [p["oracle"] for p in series], "k--", where="post", label="oracle pods")
+        top.set_title(title, fontsize=10)
+        top.set_ylabel("pods")
+        top.legend(loc="upper right", fontsize=8)
+        bins: dict[int, list[dict[str, float]]] = {}
+        for r in result.requests:
+            bins.setdefault(int(r["arrived"] // bin_s), []).append(r)
+        keys = sorted(bins)
+        xs = [(b + 0.5) * bin_s / 60 for b in keys]
+        k = result.config.k
+        low.plot(xs, [sum(r["k_planned"] for r in bins[b]) / len(bins[b]) / k for b in keys],
+                 "b-", label="k granted / k")  # fmt: skip
+        low.plot(xs, [sum(r["met"] for r in bins[b]) / len(bins[b]) for b in keys], "g-",
+                 label="budget attainment")  # fmt: skip
+        low.plot(ts, [p["demand"] / result.config.peak for p in series], "k:",
+                 label="demand / peak")  # fmt: skip
+        low.set_ylim(0, 1.05)
+        low.set_xlabel("minutes")
+        low.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
+def _phase_rows(result: SimResult) -> list[list[Any]]:
+    rows = []
+    for p in [*result.phase_table(), result.overall()]:
+        rows.append(
+            [
+                p["phase"],
+                p["requests"],
+                p["attainment"],
+                p["k_granted"],
+                p["mean_ready"],
+                p["mean_oracle"],
+                p["pod_hours"],
+                p["oracle_pod_hours"],
+                p["cost_ratio"],
+                p["max_pods"],
+            ]
+        )
+    return rows
+
+
+PHASE_HEADERS = [
+    "phase", "requests", "attain", "k granted/k", "ready", "oracle", "pod-h", "oracle pod-h",
+    "pod-h/oracle", "max pods",
+]  # fmt: skip
+
+
+COMPARISON_KEYS = [
+    "candidate", "start", "attainment", "attainment_worst", "k_granted", "peak_k_granted",
+    "mean_ready", "mean_oracle", "pod_hours", "oracle_pod_hours", "cost_ratio",
+    "cost_ratio_worst", "max_pods",
+]  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = config(args)
-    result = simulate(cfg)
-    phases = result.phase_table()
-    n = len(result.requests)
-    overall = {
-        "requests": n,
-        "attainment": sum(r["met"] for r in result.requests) / n if n else 0.0,
-        "mean_k": sum(r["k_used"] for r in result.requests) / n if n else 0.0,
-        "max_desired": max((p["desired"] for p in result.series), default=0),
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    starts = {"warm": args.warm_start_s, "cold": args.cold_start_s}
+    names = list(CANDIDATES) if args.candidates == "all" else ["chart defaults"]
+    first = config(args, seeds[0], args.warm_start_s, CHART_AUTOSCALING)
+    engine = first.engine
+    print(
+        f"Sampler pool under the HPA (simulated): demand 1x -> {first.peak:g}x -> 1x, "
+        f"{first.base_rate:g} req/s at 1x, k={first.k}, budget {first.budget_ms / 1000:g} s, "
+        f"{first.capacity} samples at once per pod; engine TPOT(b) = max({engine.t1_ms:.1f} ms, "
+        f"b / {engine.tmax_tok_s:.0f} tok/s) (knee {engine.knee:.1f}); tokens/sample lognormal "
+        f"median {first.tokens_median:g}; pods ready {args.warm_start_s:g} s (warm) or "
+        f"{args.cold_start_s:g} s (cold) after creation; "
+        f"maxReplicas {args.max_replicas or 'as set'}; "
+        f"oracle at {fit_concurrency(first)} samples/pod; seeds {seeds}"
+    )
+    rows: list[dict[str, Any]] = []
+    chart_runs: dict[str, SimResult] = {}
+    for name in names:
+        for start, start_s in starts.items():
+            results = [simulate(config(args, s, start_s, CANDIDATES[name])) for s in seeds]
+            rows.append(_row(name, start, results))
+            if name == "chart defaults":
+                chart_runs[f"chart defaults, {start} pods ({start_s:g} s start)"] = results[0]
+    headers = [
+        "candidate", "start", "attain", "worst", "k granted/k", "peak k/k", "ready", "oracle",
+        "pod-h", "oracle pod-h", "pod-h/oracle", "worst", "max pods",
+    ]  # fmt: skip
+    print(
+        table(
+            headers,
+            [[r[key] for key in COMPARISON_KEYS] for r in rows],
+        )
+    )
+    phases: dict[str, Any] = {}
+    for title, result in chart_runs.items():
+        print(f"\n{title}, seed {seeds[0]}:")
+        print(table(PHASE_HEADERS, _phase_rows(result)))
+        phases[title] = [*result.phase_table(), result.overall()]
+    checks = {
+        r["start"]: {
+            "attainment_worst": r["attainment_worst"],
+            "cost_ratio_worst": r["cost_ratio_worst"],
+            "ok": r["attainment_worst"] >= ATTAINMENT_GOAL and r["cost_ratio_worst"] <= COST_GOAL,
+        }
+        for r in rows
+        if r["candidate"] == "chart defaults"
     }
-    print(
-        f"Sampler pool under the chart's HPA (simulated): demand 1x -> {cfg.peak:g}x -> 1x, "
-        f"{cfg.base_rate:g} req/s at 1x, k={cfg.k}, budget {cfg.budget_ms:g} ms, "
-        f"{cfg.capacity} slots/pod, {cfg.service_ms:g} ms median sample, "
-        f"pods ready {cfg.start_delay_s:g} s after creation"
-    )
-    headers = ["phase", "from s", "to s", "requests", "attain", "mean k", "mean ready", "max pods"]
-    rows = [
-        [
-            p["phase"],
-            p["start_s"],
-            p["end_s"],
-            p["requests"],
-            p["attainment"],
-            p["mean_k"],
-            p["mean_ready"],
-            p["max_desired"],
-        ]
-        for p in phases
-    ]
-    print(table(headers, rows))
-    print(
-        f"overall: {n} requests, attainment {overall['attainment']:.1%}, "
-        f"mean k {overall['mean_k']:.1f}"
-    )
-    settings = dataclasses.asdict(cfg)
+    for start, c in checks.items():
+        print(
+            f"chart defaults, {start}: worst attainment {c['attainment_worst']:.1%} "
+            f"(goal >= {ATTAINMENT_GOAL:.0%}), worst pod-hours/oracle "
+            f"{c['cost_ratio_worst']:.2f} (goal <= {COST_GOAL:g}): "
+            f"{'ok' if c['ok'] else 'missed'}"
+        )
     payload = {
-        "settings": settings,
+        "settings": {**dataclasses.asdict(first), "seeds": seeds, "starts": starts},
         "assumptions": ASSUMPTIONS,
+        "engine": {
+            "source": SWEEP_SOURCE,
+            "sweep": [
+                {"concurrency": b, "tok_s": tok, "tpot_ms": tpot}
+                for b, tok, tpot in INFERENCEBENCH_H100_LLAMA8B
+            ],
+            "fit": dataclasses.asdict(SWEPT_ENGINE),
+            "scale": GEMMA_2_27B_PARAMS / LLAMA_3_1_8B_PARAMS,
+            "served": {**dataclasses.asdict(engine), "knee": engine.knee},
+            "oracle_concurrency": fit_concurrency(first),
+        },
+        "candidates": {name: CANDIDATES[name] for name in names},
+        "comparison": rows,
         "phases": phases,
-        "overall": overall,
-        "series": result.series,
+        "checks": checks,
+        "series": {
+            title: [p for p in result.series if p["t"] % 30 == 0]
+            for title, result in chart_runs.items()
+        },
     }
     path = write_json(args.out, "autoscale", payload)
     png = Path(args.out) / "autoscale.png"
-    plot(png, result)
+    plot(png, chart_runs)
     print(f"wrote {path} and {png}")
     return payload

@@ -84,15 +84,18 @@ class HpaSpec:
         )
 
 
-# The chart's sampler.autoscaling defaults (charts/grm/values.yaml; a test keeps them equal).
+# The chart's sampler.autoscaling defaults (charts/grm/values.yaml; a test keeps them equal),
+# chosen with `grm bench autoscale` (docs/benchmarks.md): the gauges averaged over 1m, the
+# lowest recommendation of the last minute when scaling up, and half the pool per minute after
+# 2 calm minutes when scaling down.
 CHART_AUTOSCALING: dict[str, Any] = {
     "minReplicas": 1,
     "maxReplicas": 8,
-    # window "" = the instant gauges (the simulation's --metric-window-s 0; "1m" = 60).
-    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m", "window": ""},
+    # window: a PromQL range ("1m" = 60 s; "" = the instant gauges).
+    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m", "window": "1m"},
     "behavior": {
         "scaleUp": {
-            "stabilizationWindowSeconds": 0,
+            "stabilizationWindowSeconds": 60,
             "selectPolicy": "Max",
             "policies": [
                 {"type": "Percent", "value": 100, "periodSeconds": 30},
@@ -100,9 +103,9 @@ CHART_AUTOSCALING: dict[str, Any] = {
             ],
         },
         "scaleDown": {
-            "stabilizationWindowSeconds": 600,
-            "selectPolicy": "Min",
-            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+            "stabilizationWindowSeconds": 120,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
         },
     },
 }

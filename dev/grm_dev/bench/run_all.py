@@ -32,7 +32,7 @@ SMALL: dict[str, list[str]] = {
     "cache": ["--reps", "10", "--prompts", "8", "--group", "8", "--epochs", "2"],
     "tgi-client": ["--k", "8", "--reps", "10", "--warmup", "2"],
     "planner": ["--requests", "40", "--warmup", "4", "--budgets", "300,1000,5000"],
-    "autoscale": [],  # a simulation: its defaults take seconds
+    "autoscale": ["--seeds", "1"],  # a simulation: 12 simulated hours in seconds
     "load": ["--duration-s", "3", "--overload-s", "3", "--soak-s", "10", "--soak-warmup-s", "2"],
     "embedded": ["--pairs", "3", "--k", "8", "--max-new-tokens", "64", "--grammar", "both"],
     "injection": [
@@ -85,7 +85,8 @@ TINY: dict[str, list[str]] = {
     ],
     "tgi-client": ["--k", "2", "--reps", "2", "--warmup", "1"],
     "planner": ["--requests", "4", "--warmup", "1", "--budgets", "1000", "--ks", "4"],
-    "autoscale": [],
+    "autoscale": "--before-s 60 --ramp-s 60 --peak-s 60 --after-s 60 --warmup-s 60 --seeds 1 "
+    "--candidates chart".split(),
     "load": [
         "--duration-s",
         "0.5",

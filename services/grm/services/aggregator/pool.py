@@ -341,7 +341,9 @@ class RemoteSamplerPool:
         vote_in: float | None,
     ) -> list[Sample]:
         stub = self._connect(ep)
-        request = convert.critique_request(job.context, job.responses, specs, job.params)
+        request = convert.critique_request(
+            job.context, job.responses, specs, job.params, reference=job.reference
+        )
         if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
             request.vote_in_ms = max(1, round(vote_in * 1000))
         # Only a call that fits the sampler's free slots measures service time, not queueing.
@@ -475,7 +477,9 @@ class RemotePrincipleSource:
 
     async def generate(self, job: SamplingJob, n: int, seed: int) -> list[PrincipleSet]:
         """n principle sets; an unavailable endpoint is skipped for the next one."""
-        request = convert.principle_request(job.context, job.responses, n, seed, job.params)
+        request = convert.principle_request(
+            job.context, job.responses, n, seed, job.params, job.reference
+        )
         start = self._cursor
         self._cursor = (self._cursor + 1) % len(self.addresses)
         last: Exception | None = None

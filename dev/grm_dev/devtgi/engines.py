@@ -44,10 +44,16 @@ class ScoreGrammar:
 
     kind: str
     n: int
+    max_body_chars: int | None = None  # a bound on the free text before the line (None: none)
 
     @property
     def gbnf(self) -> str:
-        return scores_gbnf(self.n) if self.kind == "full" else scores_suffix_gbnf(self.n)
+        if self.kind != "full":
+            return scores_suffix_gbnf(self.n)
+        return scores_gbnf(self.n, self.max_body_chars)
+
+
+_REGEX_BOUND = re.compile(r"\[\\s\\S\]\{0,(\d+)\}")
 
 
 def parse_grammar(grammar: Any) -> ScoreGrammar | None:
@@ -66,6 +72,9 @@ def parse_grammar(grammar: Any) -> ScoreGrammar | None:
             return ScoreGrammar("suffix", n)
         if value == scores_regex(n):
             return ScoreGrammar("full", n)
+        bound = _REGEX_BOUND.match(value)  # free text of bounded length (engines that cannot
+        if bound and value == scores_regex(n, int(bound.group(1))):  # continue a cut sample)
+            return ScoreGrammar("full", n, int(bound.group(1)))
     raise UnsupportedGrammar(
         "the dev server enforces only the GRM score-line regexes of grm.core.grammar "
         "(scores_regex / scores_suffix_regex), not arbitrary regexes"

@@ -614,6 +614,7 @@ def test_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
     env = env_of(container(agg, "aggregator"))
     assert env["GRM_SAMPLER_DISCOVERY"] == "kubernetes"
     assert env["GRM_SAMPLERS"] == "defaults-grm-sampler.defaults.svc:50053"
+    assert env["GRM_DECODING"] == "served"  # engine samplers: the paper's decoding defaults
     assert env["GRM_REDIS_URL"] == {
         "secretKeyRef": {"name": "defaults-grm-redis-cache", "key": "redis-url"}
     }
@@ -910,9 +911,9 @@ def test_cpu_demo_has_no_gpu(
     _assert_demand_hpa(docs, 1, 4)
     _assert_cpu_hpa(docs)
     assert find(docs, "Deployment", "principles")
-    assert env_of(container(find(docs, "Deployment", "aggregator"), "aggregator"))[
-        "GRM_PRINCIPLES"
-    ] == ("cpu-demo-grm-principles.cpu-demo.svc:50052")
+    agg_env = env_of(container(find(docs, "Deployment", "aggregator"), "aggregator"))
+    assert agg_env["GRM_PRINCIPLES"] == ("cpu-demo-grm-principles.cpu-demo.svc:50052")
+    assert agg_env["GRM_DECODING"] == "embedded"  # the tiny model keeps grammar and forcing
 
 
 def test_minimal(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -25,7 +25,15 @@ async def backend():
     await b.close()
 
 
-def request(n: int = 2, *, seed: int = 1, max_new_tokens: int = 24, grammar: bool = True, **kw):
+def request(
+    n: int = 2,
+    *,
+    seed: int = 1,
+    max_new_tokens: int = 24,
+    grammar: bool = True,
+    force_scores: bool = True,  # the embedded model's decoding profile
+    **kw,
+):
     messages = load_templates().joint(
         Context.from_query("What is 2 + 2?"), ["2 + 2 = 4.", "2 + 2 = 5."][:n] + ["Four."] * (n - 2)
     )
@@ -37,6 +45,7 @@ def request(n: int = 2, *, seed: int = 1, max_new_tokens: int = 24, grammar: boo
         max_new_tokens=max_new_tokens,
         score_count=n,
         grammar=grammar,
+        force_scores=force_scores,
     )
 
 

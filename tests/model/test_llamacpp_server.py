@@ -84,6 +84,8 @@ async def test_grm_up_scores_through_a_real_llama_cpp_server(tmp_path: Path) -> 
             RESPONSES,
             k=2,
             max_new_tokens=MAX_NEW_TOKENS,
+            grammar=True,  # the tiny model needs the score-line grammar and a forced line
+            force_scores=True,
             include_samples=True,
             principle_mode="joint",
         )
@@ -109,7 +111,7 @@ async def test_the_backend_reads_a_real_servers_replies(tmp_path: Path) -> None:
         assert backend.info.model_id == "smollm2-135m-instruct"
         short, free = await backend.generate(
             [
-                judge_request(seed=11, max_new_tokens=MAX_NEW_TOKENS),
+                judge_request(seed=11, max_new_tokens=MAX_NEW_TOKENS, force_scores=True),
                 judge_request(seed=12, max_new_tokens=8, grammar=False),
             ]
         )

@@ -159,6 +159,12 @@ def test_grm_up_passes_backend_and_cache_flags_to_its_children() -> None:
     )
     settings = UpSettings(**up_options(args))
     assert backend_args(settings) == ["--backend", "tgi", "--tgi-url", "http://a:80,http://b:80"]
-    assert aggregator_args(settings) == ["--redis-url", "redis://r/0"]
+    # the aggregator fills unset sampling fields with the decoding profile of the samplers'
+    # backend (grm.core.decoding): an engine's for tgi, the embedded model's by default
+    assert aggregator_args(settings, {}) == ["--decoding", "served", "--redis-url", "redis://r/0"]
     default = UpSettings(**up_options(parser.parse_args([])))
-    assert backend_args(default) == [] and aggregator_args(default) == []
+    assert backend_args(default) == [] and aggregator_args(default, {}) == [
+        "--decoding",
+        "embedded",
+    ]
+    assert aggregator_args(default, {"GRM_BACKEND": "tgi"})[:2] == ["--decoding", "served"]

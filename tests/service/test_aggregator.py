@@ -397,7 +397,7 @@ async def test_score_target_writes_the_same_records_as_local_scoring(tmp_path: P
     assert remote[0]["rewards"] == [2.0, 9.0] and len(remote[0]["samples"]) == 4
     assert remote[1]["error"]["field"] == "responses" and remote[1]["line"] == 2
     assert remote[2]["rewards"] == [9.0, 2.0, 9.0]
-    assert remote[2]["model"]["template_version"] == "grm-default-v1"
+    assert remote[2]["model"]["template_version"] == "grm-default-v3"
 
 
 async def test_orders_reach_the_sampler_and_scores_come_back_in_caller_order() -> None:

@@ -195,7 +195,9 @@ SAMPLE_KEY_CHANGES: dict[str, dict[str, Any]] = {
     "temperature": {"params": replace(PARAMS, temperature=0.7)},
     "top_p": {"params": replace(PARAMS, top_p=0.9)},
     "max_new_tokens": {"params": replace(PARAMS, max_new_tokens=512)},
-    "grammar": {"params": replace(PARAMS, grammar=False)},
+    "grammar": {"params": replace(PARAMS, grammar=not PARAMS.grammar)},
+    "force_scores": {"params": replace(PARAMS, force_scores=not PARAMS.force_scores)},
+    "reference": {"reference": "4"},
 }
 
 
@@ -212,7 +214,7 @@ def test_sample_key_depends_on_everything_that_determines_the_sample(change: str
 def test_sample_key_ignores_index_and_attempt_and_is_stable() -> None:
     assert _sample_key(spec=replace(SPEC, index=5, attempt=2)) == _sample_key()
     # A key change silently empties every deployment's cache: make it a deliberate one.
-    assert _sample_key() == "sample:1:dc382d9ce1de07a6482e1b155bfd7098"
+    assert _sample_key() == "sample:2:357c4a731b316b3f1e9be56322e7553d"
 
 
 def test_principles_key_depends_on_seed_index_model_and_params() -> None:
@@ -402,7 +404,9 @@ async def test_k16_after_k8_draws_exactly_the_8_new_samples(cache: GrmCache) -> 
         {"temperature": 0.7},
         {"top_p": 0.9},
         {"max_new_tokens": 128},
-        {"grammar": False},
+        {"grammar": True},
+        {"force_scores": True},
+        {"reference": "4"},
         {"seed": 8},
         {"query": "What is 3 + 3?"},
         {"responses": (*RESPONSES, "A fourth answer.")},

@@ -206,9 +206,10 @@ def test_http_port_reaches_the_aggregator_from_grm_up_and_env() -> None:
     parser = argparse.ArgumentParser()
     add_up_options(parser)
     settings = UpSettings(**up_options(parser.parse_args(["--http-port", "5000"])))
-    assert aggregator_args(settings) == ["--http-port", "5000"]
+    assert aggregator_args(settings, {}) == ["--decoding", "embedded", "--http-port", "5000"]
     assert "http://127.0.0.1:5000/get_reward" in http_lines(settings)
-    assert aggregator_args(UpSettings()) == [] and http_lines(UpSettings()) == ""
+    assert aggregator_args(UpSettings(), {}) == ["--decoding", "embedded"]
+    assert http_lines(UpSettings()) == ""
 
     parser = argparse.ArgumentParser()
     agg.add_arguments(parser)

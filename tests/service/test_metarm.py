@@ -1,5 +1,6 @@
-"""Meta RM backends: llm (P("Yes") from a backend), http (vLLM /classify and TEI /predict
-against a real HTTP server on loopback), their registration, and meta-vote through them."""
+"""Meta RM backends: llm (P("Yes") from a backend), http (vLLM /pooling and /classify, TEI
+/predict against a real HTTP server on loopback), their registration, the paper's meta RM
+input (GRM prompt as the user turn, raw GRM output as the reply) and meta-vote through them."""
 
 from __future__ import annotations
 
@@ -50,12 +51,16 @@ class YesBackend(ScriptedBackend):
 
     async def yes_probability(self, messages: Sequence[Message]) -> float:
         self.meta_prompts.append(messages)
-        user = messages[-1]["content"]
-        shown = [m for m in RESPONSES if m in user]
-        order = sorted(shown, key=user.index)
-        boxed = user.rsplit("\\boxed{", 1)[1].split("}")[0]
-        scores = dict(zip(order, (int(s) for s in boxed.split(",")), strict=True))
-        return 0.9 if scores["good one"] > scores["bad one"] else 0.2
+        return 0.9 if _favours_good(messages[0]["content"], messages[1]["content"]) else 0.2
+
+
+def _favours_good(prompt: str, output: str) -> bool:
+    """Whether a judgement (its raw output) scores 'good one' above 'bad one', reading the
+    order from the GRM prompt the sample saw."""
+    order = sorted((m for m in RESPONSES if m in prompt), key=prompt.index)
+    boxed = output.rsplit("\\boxed{", 1)[1].split("}")[0]
+    scores = dict(zip(order, (int(s) for s in boxed.split(",")), strict=True))
+    return scores["good one"] > scores["bad one"]
 
 
 def test_judgement_shows_scores_in_the_order_the_sample_saw_the_responses() -> None:
@@ -70,11 +75,15 @@ async def test_llm_meta_rm_asks_the_backend_per_sample_in_the_samples_order() ->
     samples = [sample(0, (0, 1), (2, 9)), sample(1, (1, 0), (9, 2)), sample(2, (1, 0), (3, 8))]
     scores = await meta.score(CONTEXT, RESPONSES, samples)
     assert scores == [0.9, 0.2, 0.9]
-    first, second = backend.meta_prompts[0][-1]["content"], backend.meta_prompts[1][-1]["content"]
+    first, second = backend.meta_prompts[0][0]["content"], backend.meta_prompts[1][0]["content"]
     assert first.index("bad one") < first.index("good one")
     assert second.index("good one") < second.index("bad one")  # that sample's own order
-    assert "Yes or No" in first and "Which is good?" in first
-    assert backend.meta_prompts[0][0]["role"] == "system"
+    # the paper's pair (GRM prompt as the user turn, the judgement as the reply), then the
+    # stand-in's Yes/No question
+    assert [m["role"] for m in backend.meta_prompts[0]] == ["user", "assistant", "user"]
+    assert "Which is good?" in first and "[The Begin of Response 1]" in first
+    assert backend.meta_prompts[0][1]["content"].endswith("Scores: \\boxed{2, 9}")
+    assert "Yes or No" in backend.meta_prompts[0][2]["content"]
 
 
 async def test_meta_vote_with_the_llm_meta_rm_keeps_the_trusted_samples() -> None:
@@ -99,7 +108,7 @@ async def test_meta_vote_with_the_llm_meta_rm_keeps_the_trusted_samples() -> Non
 
 
 class Endpoint(BaseHTTPRequestHandler):
-    """A tiny classifier server: /classify (vLLM shape) and /predict (TEI shape)."""
+    """A tiny reward-model server: /pooling and /classify (vLLM shapes), /predict (TEI)."""
 
     bodies: ClassVar[list[dict]] = []
     mode: ClassVar[str] = "ok"
@@ -115,11 +124,14 @@ class Endpoint(BaseHTTPRequestHandler):
         elif self.mode == "garbage":
             self._send(200, b"not json")
         elif self.path == "/classify":
-            data = [
-                {"index": i, "label": "x", "probs": [1 - p, p], "num_classes": 2}
-                for i, p in enumerate(_probs(body["input"]))
-            ]
-            self._send(200, json.dumps({"object": "list", "data": data[::-1]}).encode())
+            [p] = _probs([_text(body)])
+            data = [{"index": 0, "label": "x", "probs": [1 - p, p], "num_classes": 2}]
+            self._send(200, json.dumps({"object": "list", "data": data}).encode())
+        elif self.path == "/pooling":
+            [p] = _probs([_text(body)])
+            data = [[0.0], [0.5], [p]] if self.mode == "tokens" else [p]
+            reply = {"object": "list", "data": [{"index": 0, "object": "pooling", "data": data}]}
+            self._send(200, json.dumps(reply).encode())
         elif self.path == "/predict":
             [p] = _probs([body["inputs"]])
             if self.mode == "multi":
@@ -136,6 +148,13 @@ class Endpoint(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+def _text(body: dict) -> str:
+    """What a chat request's messages say (or the rendered text input)."""
+    if "messages" in body:
+        return "\n".join(m["content"] for m in body["messages"])
+    return body["input"]
 
 
 def _probs(texts: Sequence[str]) -> list[float]:
@@ -166,28 +185,59 @@ def http_endpoint(mode: str = "ok") -> Iterator[str]:
 SAMPLES = [sample(0, (0, 1), (2, 9)), sample(1, (1, 0), (9, 2)), sample(2, (1, 0), (2, 9))]
 
 
-async def test_http_meta_rm_reads_vllm_classify() -> None:
-    with http_endpoint() as base:
-        meta = HttpMetaRM(f"{base}/classify", load_templates(), model="rm-1")
-        scores = await meta.score(CONTEXT, RESPONSES, SAMPLES)
-    assert scores == [0.8, 0.1, 0.8]  # data came back reversed: matched by index
-    [body] = Endpoint.bodies
-    assert body["model"] == "rm-1" and len(body["input"]) == 3
-    assert "Is this judgement correct?" in body["input"][0]
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
-async def test_http_meta_rm_reads_tei_predict() -> None:
+@pytest.mark.parametrize("api", ["classify", "pooling"])
+async def test_http_meta_rm_sends_the_papers_pair_to_vllm(api: str) -> None:
+    """vLLM's /classify and /pooling take chat messages and apply the reward model's own chat
+    template: the body is [GRM prompt as user, raw GRM output as assistant], per sample."""
     with http_endpoint() as base:
-        scores = await HttpMetaRM(f"{base}/predict", load_templates()).score(
+        meta = HttpMetaRM(f"{base}/{api}", load_templates(), model="rm-1")
+        scores = await meta.score(CONTEXT, RESPONSES, SAMPLES, reference="42")
+    assert scores == [0.8, 0.1, 0.8]
+    assert len(Endpoint.bodies) == 3  # one per sample, sent concurrently
+    [body] = [
+        b
+        for b in Endpoint.bodies
+        if b["messages"][1]["content"].startswith("Specific Criteria: criteria 0")
+    ]
+    assert body["model"] == "rm-1"
+    prompt = load_templates().joint(CONTEXT, list(RESPONSES), reference="42")
+    assert body["messages"] == [
+        *prompt,
+        {"role": "assistant", "content": judgement_text(SAMPLES[0])},
+    ]
+
+
+async def test_http_meta_rm_reads_token_level_pooling_rewards() -> None:
+    with http_endpoint("tokens") as base:
+        meta = HttpMetaRM(f"{base}/pooling", load_templates())
+        assert await meta.score(CONTEXT, RESPONSES, SAMPLES) == [0.8, 0.1, 0.8]
+
+
+async def test_http_meta_rm_reads_tei_predict_with_its_chat_template() -> None:
+    with pytest.raises(ValueError, match="chat template"):
+        HttpMetaRM("http://127.0.0.1:1/predict", load_templates())
+    with http_endpoint() as base:
+        scores = await HttpMetaRM(f"{base}/predict", load_templates(), chat_template=CHATML).score(
             CONTEXT, RESPONSES, SAMPLES
         )
     assert scores == [0.8, 0.1, 0.8]
-    assert len(Endpoint.bodies) == 3 and all(isinstance(b["inputs"], str) for b in Endpoint.bodies)
+    assert len(Endpoint.bodies) == 3
+    [text] = [b["inputs"] for b in Endpoint.bodies if "criteria 0" in b["inputs"]]
+    assert text.startswith("<|im_start|>user\nYou are a skilled little expert")
+    assert text.endswith(f"<|im_start|>assistant\n{judgement_text(SAMPLES[0])}<|im_end|>\n")
     with http_endpoint("multi") as base:
-        meta = HttpMetaRM(f"{base}/predict", load_templates(), label="good")
+        meta = HttpMetaRM(f"{base}/predict", load_templates(), label="good", chat_template=CHATML)
         assert await meta.score(CONTEXT, RESPONSES, SAMPLES) == [0.8, 0.1, 0.8]
         with pytest.raises(BackendError, match="name the one to use"):
-            await HttpMetaRM(f"{base}/predict", load_templates()).score(CONTEXT, RESPONSES, SAMPLES)
+            await HttpMetaRM(f"{base}/predict", load_templates(), chat_template=CHATML).score(
+                CONTEXT, RESPONSES, SAMPLES
+            )
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage"])
@@ -224,7 +274,9 @@ async def test_the_aggregator_can_use_the_http_meta_rm() -> None:
             )
     assert result.status is ScoreStatus.COMPLETE and result.k_used == 2
     assert sorted(m for m in result.meta_scores if m is not None) == [0.8] * 4
-    assert len(Endpoint.bodies) == 1 and len(Endpoint.bodies[0]["input"]) == 4
+    assert len(Endpoint.bodies) == 4  # one per sample, each its raw output
+    outputs = sorted(b["messages"][-1]["content"] for b in Endpoint.bodies)
+    assert outputs == sorted(s.text for s in result.samples)
 
 
 def test_meta_rms_are_registered_by_name() -> None:
@@ -232,7 +284,10 @@ def test_meta_rms_are_registered_by_name() -> None:
     assert make_meta_rm(None) is None and make_meta_rm("none") is None
     assert isinstance(make_meta_rm("agreement"), AgreementMetaRM)
     assert isinstance(make_meta_rm("llm", backend=backend), LlmMetaRM)
-    assert isinstance(make_meta_rm("http", url="http://127.0.0.1:1/predict"), HttpMetaRM)
+    assert isinstance(make_meta_rm("http", url="http://127.0.0.1:1/pooling"), HttpMetaRM)
+    assert isinstance(
+        make_meta_rm("http", url="http://127.0.0.1:1/predict", chat_template=CHATML), HttpMetaRM
+    )
     with pytest.raises(ValueError, match="backend"):
         make_meta_rm("llm")
     with pytest.raises(ValueError, match="URL"):
@@ -257,12 +312,11 @@ async def test_a_backend_without_yes_no_probabilities_degrades_meta_vote() -> No
 @pytest.mark.model
 async def test_embedded_yes_probability_on_the_real_model() -> None:
     from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
-    from grm.metarm.llm import meta_messages
 
     backend = EmbeddedBackend(EmbeddedSettings(n_ctx=2048, n_threads=1))
-    templates = load_templates()
-    a = meta_messages(templates, CONTEXT, RESPONSES, sample(0, (0, 1), (2, 9)))
-    b = meta_messages(templates, CONTEXT, RESPONSES, sample(1, (0, 1), (9, 2)))  # same prefix
+    meta = LlmMetaRM(backend, load_templates())
+    a = meta.messages(CONTEXT, RESPONSES, sample(0, (0, 1), (2, 9)))
+    b = meta.messages(CONTEXT, RESPONSES, sample(1, (0, 1), (9, 2)))  # same prefix
     try:
         first = await backend.yes_probability(a)
         other = await backend.yes_probability(b)  # reuses the shared prefix of the KV cache

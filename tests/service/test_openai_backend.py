@@ -52,7 +52,7 @@ async def test_a_k8_score_sends_8_seeded_constrained_chat_completions(dialect: s
     async with dev_openai(dialect) as server, openai_backend(server.url) as backend:
         assert backend.engines[server.url].dialect.name == dialect  # detected, not told
         result = await pipeline(backend).score(
-            build_item(query="q", responses=RESPONSES, k=8, temperature=0.5)
+            build_item(query="q", responses=RESPONSES, k=8, temperature=0.5, grammar=True)
         )
     assert result.status is ScoreStatus.COMPLETE and result.k_used == 8
     assert result.votes == (16, 72, 16, 72)
@@ -222,7 +222,7 @@ async def test_an_api_key_goes_with_every_request() -> None:
 
 async def test_a_cut_off_score_line_is_completed_per_engine() -> None:
     async with dev_openai("vllm") as server, openai_backend(server.url) as backend:
-        [result] = await backend.generate([judge_request(max_new_tokens=12)])
+        [result] = await backend.generate([judge_request(max_new_tokens=12, force_scores=True)])
     assert not isinstance(result, Exception) and result.finish_reason == "forced_scores"
     first, second = chat_bodies(server)
     assert "continue_final_message" not in first
@@ -231,10 +231,10 @@ async def test_a_cut_off_score_line_is_completed_per_engine() -> None:
     assert second["messages"][-1]["content"].endswith("Scores: \\boxed{")
     assert result.text.endswith("Scores: \\boxed{9, 2}")
     async with dev_openai("llamacpp") as server, openai_backend(server.url) as backend:
-        [result] = await backend.generate([judge_request(max_new_tokens=40)])
+        [result] = await backend.generate([judge_request(max_new_tokens=40, force_scores=True)])
     assert not isinstance(result, Exception) and result.finish_reason == "forced_scores"
     [body] = chat_bodies(server)  # one request: the free text was bounded to fit
-    assert "body ::= [^\\\\]{0,14}" in body["grammar"]  # 40 - len("Scores: \\boxed{10, 10}") - 4
+    assert "body ::= [^\\x00]{0,14}" in body["grammar"]  # 40 - len("Scores: \\boxed{10, 10}") - 4
 
 
 async def test_cancellation_closes_the_request_at_the_engine() -> None:

@@ -54,7 +54,7 @@ async def traffic(dialect: str) -> list[Exchange]:
             await b.generate([judge_request(seed=s) for s in (1, 2)])  # samples; faults
             await b.generate([judge_request(seed=s) for s in (0, 3, 4)])  # seed 0
             await b.generate([judge_request(temperature=0.0)])  # greedy
-            await b.generate([judge_request(max_new_tokens=12)])  # forced score line
+            await b.generate([judge_request(max_new_tokens=12, force_scores=True)])  # forced line
             await b.generate([judge_request(grammar=False, responses=("x",))])  # no grammar
             await b.generate([judge_request(max_new_tokens=4000)])  # over the context: 400
         out += list(server.state.exchanges)

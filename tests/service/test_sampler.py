@@ -39,7 +39,7 @@ async def test_sample_returns_every_spec_in_caller_order_with_load_and_model() -
     for s in reply.samples:
         assert s.valid and list(s.scores) == [2, 9, 9]  # caller order despite shuffling
         assert s.backend_seed == s.spec.seed
-    assert reply.model.template_version == "grm-default-v1" and reply.model.model_id == "scripted"
+    assert reply.model.template_version == "grm-default-v3" and reply.model.model_id == "scripted"
     assert reply.load.capacity == 2 and load.in_flight == 0 and load.queued == 0
     assert {r.max_new_tokens for r in running.backend.requests} == {64}
 

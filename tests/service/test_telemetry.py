@@ -225,6 +225,9 @@ def test_the_chart_hpa_metric_names_are_the_exported_ones() -> None:
 def test_invalid_reasons_map_to_bounded_classes() -> None:
     rc = telemetry.reason_class
     assert rc("no \\boxed{...} or [[...]] score list in output") == "no_score_list"
+    assert rc("the output does not end with a Scores: \\boxed{...} line") == "no_score_list"
+    assert rc("the final score line's list is not closed: '\\boxed{4'") == "unclosed_score_list"
+    assert rc("truncated at max_new_tokens (finish reason length)") == "truncated"
     assert rc("expected 2 score(s), found 3: '1, 2, 3'") == "wrong_count"
     assert rc("score 11 outside [1, 10]") == "out_of_range"
     assert rc("score 'x' is not an integer") == "not_integer"

@@ -270,19 +270,43 @@ async def test_a_prompt_over_max_input_tokens_is_rejected_before_sampling() -> N
         [result] = await backend.generate([long])
         assert isinstance(result, InvalidArgumentError), result
         assert f"takes at most {total - 1} input tokens" in str(result)
-        # Fits the input limit but not with max_new_tokens: also refused, never truncated.
-        [result] = await backend.generate([judge_request(max_new_tokens=101)])
-        assert isinstance(result, InvalidArgumentError), result
-        assert f"max_total_tokens of {total}" in str(result)
-        ok = await backend.generate_one(judge_request(max_new_tokens=100))
+        # Fits the input limit: max_new_tokens is capped at the room the server advertises.
+        ok = await backend.generate_one(judge_request(max_new_tokens=1024))
         assert ok.tokens_generated > 0
-    assert len(generate_bodies(server)) == 1  # only the request that fits was sampled
+    [body] = generate_bodies(server)  # only the request that fits was sampled
+    assert body["parameters"]["max_new_tokens"] == 100
     assert exchanges(server, "/chat_tokenize")
 
 
-async def test_a_score_line_cut_off_by_max_new_tokens_is_completed() -> None:
+async def test_a_prompt_that_leaves_no_room_to_judge_is_refused_never_truncated() -> None:
+    engine = ScriptedEngine()
+    rendered = engine.render_chat([dict(m) for m in judge_request().messages])
+    total = len(await engine.tokenize(rendered)) + 10
+    async with dev_tgi(max_total_tokens=total) as server, tgi_backend(server.url) as backend:
+        [result] = await backend.generate([judge_request(max_new_tokens=1024)])
+        assert isinstance(result, InvalidArgumentError), result
+        assert f"max_total_tokens of {total} leaves 10 new tokens" in str(result)
+    assert generate_bodies(server) == []
+
+
+async def test_a_cut_off_sample_stays_cut_off_unless_forcing_is_asked_for() -> None:
+    """The paper's decoding: a sample cut at max_new_tokens is not completed with a forced
+    score line (it is invalid and re-drawn); no second request is made."""
+    from grm.core.sampling import sample_spec
+    from grm.scoring.critique import to_sample
+
     async with dev_tgi() as server, tgi_backend(server.url) as backend:
-        result = await backend.generate_one(judge_request(max_new_tokens=12))
+        result = await backend.generate_one(judge_request(max_new_tokens=12, grammar=False))
+    [body] = generate_bodies(server)
+    assert body["parameters"]["max_new_tokens"] == 12 and body["parameters"]["grammar"] is None
+    assert result.finish_reason == "length" and "Scores:" not in result.text
+    sample = to_sample(sample_spec(0, 0, 2), result, 2)
+    assert not sample.valid and "finish reason length" in sample.invalid_reason
+
+
+async def test_a_score_line_cut_off_by_max_new_tokens_is_completed_when_asked() -> None:
+    async with dev_tgi() as server, tgi_backend(server.url) as backend:
+        result = await backend.generate_one(judge_request(max_new_tokens=12, force_scores=True))
     first, second = generate_bodies(server)
     assert first["parameters"]["max_new_tokens"] == 12
     assert second["parameters"]["grammar"]["value"] == scores_suffix_regex(2)

@@ -61,7 +61,7 @@ async def backend_traffic() -> list[Exchange]:
                 await b.generate([judge_request(seed=s) for s in (1, 2)])  # samples; faults
                 await b.generate([judge_request(seed=s) for s in (0, 3, 4)])  # seed 0
                 await b.generate([judge_request(temperature=0.0)])  # greedy
-                await b.generate([judge_request(max_new_tokens=10)])  # forced score line
+                await b.generate([judge_request(max_new_tokens=10, force_scores=True)])  # forced
                 await b.generate([judge_request(grammar=False, responses=("x",))])  # no grammar
         async with tgi_backend(server.url, chat_template=TEMPLATE) as b:
             await b.generate([judge_request(seed=7)])  # local template: /tokenize

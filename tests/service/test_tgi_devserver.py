@@ -157,12 +157,9 @@ async def test_latency_is_fixed_or_lognormal_around_its_median() -> None:
 def test_only_the_score_regexes_are_translated_to_gbnf() -> None:
     for n in (1, 2, 5):
         full = parse_grammar({"type": "regex", "value": scores_regex(n)})
-        assert full == ScoreGrammar("full", n, 4000) and full.gbnf == scores_gbnf(n)
+        assert full == ScoreGrammar("full", n) and full.gbnf == scores_gbnf(n)
         suffix = parse_grammar({"type": "regex", "value": scores_suffix_regex(n)})
         assert suffix == ScoreGrammar("suffix", n) and suffix.gbnf == scores_suffix_gbnf(n)
-    assert parse_grammar({"type": "regex", "value": scores_regex(3, 100)}) == ScoreGrammar(
-        "full", 3, 100
-    )
     assert parse_grammar(None) is None
     for unsupported in (
         {"type": "regex", "value": "[a-z]+"},

@@ -50,7 +50,7 @@ async def test_invalid_outputs_are_resampled_with_new_seeds() -> None:
     assert result.status is ScoreStatus.COMPLETE and result.k_valid == 4
     assert result.invalid_samples == 2  # garbage and wrong count; the 500 was retried
     reasons = " ".join(s.invalid_reason for s in result.samples if not s.valid)
-    assert "no \\boxed" in reasons and "expected 2" in reasons
+    assert "does not end with a Scores:" in reasons and "expected 2" in reasons
     assert result.votes == (8, 36)
     seeds = [b["parameters"]["seed"] for b in generate_bodies(server)]
     assert len(seeds) == 7 and len(set(seeds)) == 6  # 4 + 2 re-samples; the 500 retry reuses
@@ -70,8 +70,12 @@ async def test_greedy_and_separate_principles_over_tgi() -> None:
             )
         )
     assert separate.votes == (6, 27)
-    principle_bodies = [b for b in generate_bodies(server)[1:] if not b["parameters"]["grammar"]]
-    assert len(principle_bodies) == 3  # principle sets: no score grammar
+    bodies = generate_bodies(server)[1:]
+    principle_bodies = [b for b in bodies if "Do not score any response" in b["inputs"]]
+    assert len(principle_bodies) == 3 and len(bodies) == 6
+    # the paper's conditioning: principles see the query and the responses
+    assert all("[The Begin of Response 2]" in b["inputs"] for b in principle_bodies)
+    assert all(b["parameters"]["grammar"] is None for b in bodies)  # served: no grammar
 
 
 async def test_an_over_long_item_is_invalid_argument_not_unavailable() -> None:
@@ -92,7 +96,12 @@ async def test_scores_end_to_end_against_the_dev_server_on_the_real_model() -> N
         assert backend.info.revision == engine.model_sha and backend.limits is not None
         assert backend.limits.max_total_tokens == 2048
         item = build_item(
-            query="What is 2 + 2?", responses=["2 + 2 = 4.", "2 + 2 = 5."], k=2, max_new_tokens=32
+            query="What is 2 + 2?",
+            responses=["2 + 2 = 4.", "2 + 2 = 5."],
+            k=2,
+            max_new_tokens=32,
+            grammar=True,  # the tiny model needs the embedded profile's decoding
+            force_scores=True,
         )
         result = await pipeline(backend).score(item)
     assert result.k_valid >= 1 and result.status in (ScoreStatus.COMPLETE, ScoreStatus.PARTIAL)

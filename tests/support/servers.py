@@ -90,7 +90,7 @@ async def start_sampler(
     settings = SamplerSettings(
         server=server,
         model=None,  # type: ignore[arg-type]  # the scripted backend needs no model file
-        template="grm-default-v1",
+        template="grm-default-v3",
         concurrency=concurrency,
         limits=limits or Limits(),
         log_level="INFO",
@@ -111,7 +111,7 @@ async def start_principles(
     settings = PrincipleSettings(
         server=server,
         model=None,  # type: ignore[arg-type]
-        template="grm-default-v1",
+        template="grm-default-v3",
         limits=Limits(),
         log_level="INFO",
     )
@@ -193,7 +193,7 @@ async def _child_sampler(port_file: str, delay: float) -> None:
     settings = SamplerSettings(
         server=replace(LOOPBACK, port_file=port_file),
         model=None,  # type: ignore[arg-type]
-        template="grm-default-v1",
+        template="grm-default-v3",
         concurrency=None,
         limits=Limits(),
         log_level="INFO",

@@ -73,6 +73,7 @@ def judge_request(
     grammar: bool = True,
     query: str = "Which answer is right?",
     deadline: float | None = None,
+    force_scores: bool = False,
 ) -> GenerationRequest:
     messages = load_templates().joint(Context.from_query(query), list(responses))
     return GenerationRequest(
@@ -83,6 +84,7 @@ def judge_request(
         max_new_tokens=max_new_tokens,
         score_count=len(responses),
         grammar=grammar,
+        force_scores=force_scores,
         deadline=deadline,
     )
 

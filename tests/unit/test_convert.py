@@ -142,10 +142,13 @@ def test_critique_call_validates_against_limits() -> None:
         ["a", "b"],
         [SampleSpec(0, 0, 1, (1, 0))],
         build_item(query="q", responses=["a"]).sampling,
+        reference="Paris",
     )
-    context, responses, specs, params = convert.critique_call(request, Limits(), Defaults())
-    assert context.turns[0].content == "q"
-    assert responses == ("a", "b") and specs[0].order == (1, 0) and params.max_new_tokens == 256
+    context, responses, specs, params, reference = convert.critique_call(
+        request, Limits(), Defaults()
+    )
+    assert context.turns[0].content == "q" and reference == "Paris"
+    assert responses == ("a", "b") and specs[0].order == (1, 0) and params.max_new_tokens == 1024
     request.responses.append("c" * 50)
     request.specs[0].order[:] = [1, 0, 2]
     with pytest.raises(InvalidArgumentError) as info:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from grm.backends.base import GenerationRequest
+from grm.backends.base import GenerationRequest, GenerationResult
 from grm.core.errors import InvalidArgumentError, UnavailableError
+from grm.core.planner import KPlan
 from grm.core.sampling import derive_seed
 from grm.core.templates import load_templates
 from grm.core.types import Aggregation, PrincipleMode, ScoreStatus
@@ -56,7 +59,7 @@ async def test_invalid_samples_are_resampled_with_new_seeds() -> None:
     assert result.status is ScoreStatus.COMPLETE
     assert len(set(seen)) == 6  # the two re-samples used fresh seeds
     invalid = [s for s in result.samples if not s.valid]
-    assert all("no \\boxed" in s.invalid_reason for s in invalid)
+    assert all("does not end with a Scores:" in s.invalid_reason for s in invalid)
     assert {s.spec.attempt for s in result.samples if s.valid} == {0, 1}
 
 
@@ -152,3 +155,98 @@ async def test_meta_vote_without_meta_rm_is_invalid_argument() -> None:
         await pipeline.score(
             build_item(query="q", responses=["a", "b"], k=2, aggregation=Aggregation.META_VOTE)
         )
+
+
+class CuttingPlanner:
+    """A k planner whose budget affords `k` samples (stands in for measured latency)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def plan(self, k_requested: int, budget_ms: float, free: int, **_: object) -> KPlan:
+        return KPlan(k_requested, min(k_requested, self.k), 100.0, free, 100.0)
+
+
+@pytest.mark.parametrize(("afforded", "k_used"), [(5, 2), (3, 1), (1, 1)])
+async def test_meta_vote_under_a_budget_that_cuts_k_keeps_half_of_the_valid(
+    afforded: int, k_used: int
+) -> None:
+    """k_meta unset: meta-vote keeps max(1, k_valid // 2) of the samples actually drawn, so a
+    budget that cuts k = 8 to `afforded` keeps meta filtering on (the paper's k_meta = k/2)."""
+    from grm.services.aggregator.scorer import RewardScorer
+
+    backend = ScriptedBackend(capacity=8)
+    scorer = RewardScorer(make(backend), planner=CuttingPlanner(afforded))  # type: ignore[arg-type]
+    item = build_item(
+        query="q",
+        responses=RESPONSES[:2],
+        k=8,
+        aggregation=Aggregation.META_VOTE,
+        latency_budget_ms=60_000,
+    )
+    assert item.k_meta is None
+    scored = await scorer.score(item, time_left_s=60)
+    result = scored.result
+    assert (result.k_requested, result.k_planned, result.k_valid) == (8, afforded, afforded)
+    assert result.k_used == k_used == max(1, result.k_valid // 2)
+    assert sum(result.used) == k_used and len(backend.requests) == afforded
+
+
+async def test_separate_mode_principles_see_the_responses_unless_query_only() -> None:
+    def judge(request: GenerationRequest) -> str:
+        if request.score_count == 0:
+            return "Specific Criteria: correctness (100%)."
+        return keyword_judge(request)
+
+    backend = ScriptedBackend(judge)
+    pipeline = make(backend)
+    for mode, sees_responses in (
+        (PrincipleMode.SEPARATE, True),
+        (PrincipleMode.SEPARATE_QUERY, False),
+    ):
+        backend.requests.clear()
+        item = build_item(query="q", responses=RESPONSES[:2], k=2, principle_mode=mode)
+        result = await pipeline.score(item)
+        assert result.votes == (4, 18)
+        [prompt] = {r.messages[-1]["content"] for r in backend.requests if r.score_count == 0}
+        assert ("[The Begin of Response 2]" in prompt) is sees_responses
+
+
+async def test_a_reference_reaches_every_prompt_of_a_request() -> None:
+    def judge(request: GenerationRequest) -> str:
+        if request.score_count == 0:
+            return "Specific Criteria: matches the reference (100%)."
+        return keyword_judge(request)
+
+    backend = ScriptedBackend(judge)
+    item = build_item(
+        query="6 * 7?",
+        responses=RESPONSES[:2],
+        k=2,
+        principle_mode=PrincipleMode.SEPARATE,
+        reference="42",
+    )
+    await make(backend).score(item)
+    assert len(backend.requests) == 4  # two principle sets, two critiques
+    for request in backend.requests:
+        assert "#### Reference Answer ####\n42\n" in request.messages[-1]["content"]
+
+
+async def test_a_truncated_sample_is_invalid_and_redrawn_with_a_new_seed() -> None:
+    seeds: list[int] = []
+
+    class Cutting(ScriptedBackend):
+        async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+            seeds.append(request.seed)
+            result = await super().generate_one(request)
+            if len(seeds) == 1:  # the first draw runs out of tokens (its list is complete)
+                return replace(result, finish_reason="length")
+            return result
+
+    result = await make(Cutting(capacity=1)).score(
+        build_item(query="q", responses=RESPONSES[:2], k=2)
+    )
+    assert result.k_valid == 2 and result.invalid_samples == 1
+    [cut] = [s for s in result.samples if not s.valid]
+    assert cut.finish_reason == "length" and "finish reason length" in cut.invalid_reason
+    assert len(set(seeds)) == 3  # the re-draw used a new seed

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from grm.backends.base import GenerationRequest
 from grm.cli.datasets import labeled_item
 from grm.cli.spct_data import Hinter, default_build, run_spct
+from grm.core.sampling import sample_spec
 from grm.core.spct import Label, is_correct, rl_reward
 from grm.core.templates import load_templates
 from grm.core.types import SamplingParams
 from grm.scoring.critique import CritiqueSampler
-from grm.scoring.pipeline import ScoringPipeline
+from grm.scoring.pipeline import PipelineSettings, ScoringPipeline
 from tests.support.scripted import ScriptedBackend, keyword_judge, shown_responses
 
 DATA = Path(__file__).parents[1] / "data" / "hh-rlhf-harmless-base-sample.jsonl"
@@ -140,13 +142,16 @@ async def test_twenty_pairs_end_to_end_with_consistent_counts(tmp_path: Path) ->
     assert 0 < summary["share_too_easy"] < 1 and 0 < summary["share_all_wrong"] < 1
     # an RFT record is the prompt as that sample saw it, then the sample's own output
     record = unhinted[0]
-    user = record["messages"][1]["content"]
-    assert record["messages"][-1]["role"] == "assistant"
+    user = record["messages"][0]["content"]
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
     assert "Scores: \\boxed{" in record["messages"][-1]["content"]
     assert "The best response is" not in user
-    assert all("The best response is" not in r["messages"][1]["content"] for r in rft)
+    assert all("The best response is" not in r["messages"][0]["content"] for r in rft)
     assert {m["label"] for m in meta} == {0, 1}
-    assert "Yes or No" in meta[0]["messages"][-1]["content"]
+    # the meta-RM example is the paper's pair: GRM prompt (user), raw GRM output (assistant)
+    assert [m["role"] for m in meta[0]["messages"]] == ["user", "assistant"]
+    assert "[The Begin of Response 1]" in meta[0]["messages"][0]["content"]
+    assert meta[0]["messages"][1]["content"].startswith("Analysis: coin flips.")
 
 
 async def test_correctness_is_judged_in_caller_order(tmp_path: Path) -> None:
@@ -185,6 +190,58 @@ async def test_too_easy_items_are_dropped_unless_kept(tmp_path: Path) -> None:
         progress=False,
     )
     assert summary["rft_records"] == 0 and summary["meta_rm_records"] == 3
+
+
+async def test_too_easy_counts_invalid_trajectories(tmp_path: Path) -> None:
+    """[invalid, correct, correct] is not too easy (the paper keeps it for RFT)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"query": "q", "responses": ["good", "bad"], "best": 0}) + "\n")
+
+    def first_invalid(request: Any) -> str:
+        return "Analysis: no verdict." if request.seed == first_seed else keyword_judge(request)
+
+    first_seed = sample_spec(0, 0, 2).seed
+    pipeline, _, templates = make(first_invalid)
+    pipeline.settings = PipelineSettings(max_attempts=1)  # N trajectories, none re-drawn
+    summary = await run_spct(
+        src,
+        tmp_path / "o",
+        build=default_build(3, SamplingParams()),
+        score=pipeline.score,
+        templates=templates,
+        progress=False,
+    )
+    [item] = read(tmp_path / "o" / "items.jsonl")
+    assert (item["n_invalid"], item["n_correct"], item["too_easy"]) == (1, 2, False)
+    assert summary["rft_records"] == 2 and summary["meta_rm_records"] == 2
+
+
+async def test_meta_rm_file_is_what_the_meta_rm_reads_at_serving_time(tmp_path: Path) -> None:
+    """Training and serving render the meta RM's input with the same code."""
+    from grm.metarm.http import HttpMetaRM
+
+    src = tmp_path / "in.jsonl"
+    row = {"query": "6 * 7?", "responses": ["good: 42", "bad: 41"], "best": 0}
+    src.write_text(json.dumps(row) + "\n")
+    pipeline, _, templates = make(keyword_judge)
+    build = default_build(2, SamplingParams())
+    await run_spct(
+        src,
+        tmp_path / "o",
+        build=build,
+        score=pipeline.score,
+        templates=templates,
+        keep_easy=True,
+        progress=False,
+    )
+    meta = read(tmp_path / "o" / "meta_rm.jsonl")
+    item = build(labeled_item(row, 1))
+    result = await pipeline.score(item)
+    served = HttpMetaRM("http://127.0.0.1:1/pooling", templates)
+    for record, s in zip(meta, result.samples, strict=True):
+        assert record["seed"] == s.spec.seed
+        body = served.body(item.context, item.responses, s, item.reference)
+        assert body["messages"] == record["messages"]
 
 
 async def test_resume_continues_after_the_last_finished_line(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from grm.core.errors import InvalidArgumentError
 from grm.core.types import Aggregation
-from grm.core.validation import Limits, build_item
+from grm.core.validation import Defaults, Limits, build_item
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,17 @@ def test_defaults() -> None:
     item = build_item(query="q", responses=["a", "b"])
     assert item.k == 4 and item.k_meta is None  # meta-vote keeps half of the valid samples
     assert item.aggregation is Aggregation.VOTE
-    assert item.sampling.temperature == 0.5 and item.sampling.grammar
+    # The paper's decoding for a served engine (grm.core.decoding): no grammar, 1024 tokens,
+    # no forced score line; the embedded model's profile keeps grammar and forcing on.
+    assert item.sampling.temperature == 0.5 and not item.sampling.grammar
+    assert item.sampling.max_new_tokens == 1024 and not item.sampling.force_scores
+    embedded = build_item(query="q", responses=["a"], defaults=Defaults.for_profile("embedded"))
+    assert embedded.sampling.grammar and embedded.sampling.force_scores
+    assert embedded.sampling.max_new_tokens == 256
+    assert (
+        item.reference == ""
+        and build_item(query="q", responses=["a"], reference="  42 \n").reference == "42"
+    )
     greedy = build_item(query="q", responses=["a"], aggregation=Aggregation.GREEDY)
     assert greedy.k == 1 and greedy.sampling.temperature == 0.0
 

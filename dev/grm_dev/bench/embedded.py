@@ -17,10 +17,11 @@ from typing import Any
 
 from grm.cli.datasets import PreferencePair, load_pairs
 from grm.cli.local import build_local_stack
+from grm.core.decoding import EMBEDDED
 from grm.core.plan import SamplingJob
 from grm.core.sampling import sample_spec
 from grm.core.types import Sample
-from grm.core.validation import build_item
+from grm.core.validation import Defaults, build_item
 from grm.core.voting import vote
 from grm_dev.bench.report import Panel, plot, table, write_json
 
@@ -81,6 +82,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     max_new_tokens=args.max_new_tokens,
                     grammar=grammar,
                     seed=0,
+                    defaults=Defaults.for_profile(EMBEDDED),
                 )
                 specs = [sample_spec(item.seed, j, 2, shuffle=k > 1) for j in range(k)]
                 samples = await stack.sampler.sample(SamplingJob.of(item), specs)

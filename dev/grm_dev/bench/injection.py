@@ -25,11 +25,12 @@ from typing import Any
 
 from grm.cli.datasets import PreferencePair, load_pairs
 from grm.cli.local import build_local_stack
+from grm.core.decoding import EMBEDDED
 from grm.core.plan import SamplingJob
 from grm.core.sampling import sample_spec
 from grm.core.templates import DEFAULT_TEMPLATE, load_templates
 from grm.core.types import Sample
-from grm.core.validation import build_item
+from grm.core.validation import Defaults, build_item
 from grm.scoring.critique import CritiqueSampler
 from grm_dev.bench.embedded import BUNDLED
 from grm_dev.bench.report import table, write_json
@@ -163,6 +164,7 @@ async def _measure(
             k=args.k,
             max_new_tokens=args.max_new_tokens,
             seed=1234,
+            defaults=Defaults.for_profile(EMBEDDED),  # the embedded model's decoding
         )
         specs = [sample_spec(item.seed, j, 2, shuffle=args.k > 1) for j in range(args.k)]
         return await sampler.sample(SamplingJob.of(item), specs)

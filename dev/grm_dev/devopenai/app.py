@@ -36,7 +36,6 @@ from typing import Any
 
 from aiohttp import web
 
-from grm.backends.dialects import bounded_scores_gbnf
 from grm.core.grammar import FORCED_PREFIX, scores_gbnf, scores_suffix_gbnf
 from grm_dev.devtgi.app import Exchange, FaultSettings
 from grm_dev.devtgi.engines import (
@@ -494,7 +493,7 @@ class GbnfGrammar(ScoreGrammar):
         return self.text
 
 
-_GBNF_BOUND = re.compile(r"body ::= \[\^\\\\\]\{0,(\d+)\}")
+_GBNF_BOUND = re.compile(r"body ::= \[\^\\x00\]\{0,(\d+)\}")
 
 
 def _gbnf(text: Any) -> ScoreGrammar:
@@ -508,7 +507,7 @@ def _gbnf(text: Any) -> ScoreGrammar:
         if text == scores_suffix_gbnf(n):
             return GbnfGrammar("suffix", n, 0, text)
         bound = _GBNF_BOUND.search(text)
-        if bound and text == bounded_scores_gbnf(n, int(bound.group(1))):
+        if bound and text == scores_gbnf(n, int(bound.group(1))):
             return GbnfGrammar("full", n, int(bound.group(1)), text, bounded=True)
     raise UnsupportedGrammar("the dev server enforces only the GRM score-line grammars")
 
@@ -572,7 +571,7 @@ async def _bound_body(engine: Engine, call: GenerateCall, generated: Generated) 
     g = call.grammar
     if not isinstance(engine, ScriptedEngine) or g is None or g.kind != "full":
         return generated
-    if isinstance(g, GbnfGrammar) and not g.bounded:
+    if (isinstance(g, GbnfGrammar) and not g.bounded) or g.max_body_chars is None:
         return generated
     cut = generated.text.rfind(FORCED_PREFIX)
     if 0 <= cut <= g.max_body_chars:
@@ -580,7 +579,7 @@ async def _bound_body(engine: Engine, call: GenerateCall, generated: Generated) 
     scores = [scripted_score(r) for r in shown_responses(call.inputs)] or [5] * g.n
     line = FORCED_PREFIX + ", ".join(str(s) for s in scores[: g.n]) + "}"
     body = generated.text if cut < 0 else generated.text[:cut]
-    text = body[: g.max_body_chars] + line
+    text = body[: g.max_body_chars].rstrip() + "\n" + line  # the line on its own, as the grammar
     tokens = len(await engine.tokenize(text))
     if tokens > call.max_new_tokens:
         return generated  # the line does not fit in the budget either: cut, as a model would be

@@ -2,7 +2,11 @@
 
 Routes (as in `tests/contracts/tgi-openapi.json`): `POST /generate`, `POST /` (compat; non
 streaming only), `POST /tokenize`, `POST /chat_tokenize`, `GET /info`, `GET /health`,
-`GET /metrics` (Prometheus text, TGI's metric names). Like TGI, a request beyond
+`GET /metrics` (Prometheus text, TGI's metric names). `/chat_tokenize` renders with the
+engine's chat format, or with a chat template given in the settings (`--chat-template`); a
+template that refuses the messages (e.g. a Gemma-2 template's `raise_exception('System role
+not supported')`) is answered as TGI's router answers it: HTTP 422 with
+`{"error": "Template error: ...", "error_type": "template_error"}`. Like TGI, a request beyond
 `max_concurrent_requests` is refused at once with 429 `overloaded`; admitted requests wait
 for the engine (`tgi_queue_size`). Errors are TGI's `{"error", "error_type"}` bodies.
 
@@ -27,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from grm.backends.chat_template import compile_chat_template, render_chat
+from grm.core.errors import ChatTemplateError
 from grm_dev.devtgi.engines import (
     Engine,
     GenerateCall,
@@ -106,6 +112,11 @@ class DevTgiSettings:
     record: bool = False  # keep every exchange (request and response bodies) in memory
     record_limit: int = 100_000
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # A chat template (Jinja source or file) served instead of the engine's own, applied as
+    # TGI applies one (grm.backends.chat_template: sandbox, raise_exception, generation cue).
+    chat_template: str | None = None
+    bos_token: str = ""
+    eos_token: str = ""
 
 
 @dataclass
@@ -149,6 +160,16 @@ class DevTgiState:
         self.generate_requests = 0
         f = settings.faults
         self.prefill = Prefill(f.prefix_cost_ms, f.prefix_cache_blocks)
+        self.template: Any = (
+            compile_chat_template(settings.chat_template) if settings.chat_template else None
+        )
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The served chat template applied to the messages (ChatTemplateError on refusal)."""
+        if self.template is None:
+            return self.engine.render_chat(messages)
+        s = self.settings
+        return render_chat(self.template, messages, bos_token=s.bos_token, eos_token=s.eos_token)
 
     def info(self) -> dict[str, Any]:
         s = self.settings
@@ -306,7 +327,12 @@ async def _chat_tokenize(request: web.Request) -> web.Response:
         return error(422, f"Input validation error: {exc}", "validation")
     if not state.ready:
         return error(503, "model is loading", "unhealthy")
-    text = state.engine.render_chat(turns)
+    try:
+        text = state.render_chat(turns)
+    except ChatTemplateError as exc:
+        # TGI: InferError::TemplateError -> 422, its Display "Template error: {minijinja error}"
+        detail = str(exc).removeprefix("chat template: ")
+        return error(422, f"Template error: syntax error: {detail}", "template_error")
     tokens = await state.engine.tokenize(text)
     return web.json_response({"tokenize_response": _simple_tokens(tokens), "templated_text": text})
 

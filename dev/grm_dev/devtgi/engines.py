@@ -4,8 +4,7 @@ Both take prompts already rendered (TGI's `/generate` contract) and report TGI's
 reasons. Grammars: the dev server implements only the two regexes the TGI backend sends —
 `core.grammar.scores_regex(n)` and `scores_suffix_regex(n)` — recognised by exact equality
 with what those functions produce and translated to the equivalent GBNF
-(`scores_gbnf(n)` / `scores_suffix_gbnf(n)`; the regex bounds the free text to
-`max_body_chars`, the GBNF does not). It is not a general regex→GBNF converter: any other
+(`scores_gbnf(n)` / `scores_suffix_gbnf(n)`). It is not a general regex→GBNF converter: any other
 grammar is refused with TGI's 422 validation error.
 """
 
@@ -22,7 +21,6 @@ from typing import Any, Protocol
 from grm.core.grammar import scores_gbnf, scores_regex, scores_suffix_gbnf, scores_suffix_regex
 
 _SCORE_REGEX = "(10|[1-9])"
-_BODY_BOUND = re.compile(r"\[\^\\\\\]\{0,(\d+)\}")
 _BLOCK = re.compile(r"\[The Begin of Response (\d+)\]\n(.*?)\n\[The End of Response \1\]", re.S)
 _PIECES = re.compile(r"\w+|[^\w\s]|\s+")
 SCRIPTED_VOCAB = 49152
@@ -46,11 +44,16 @@ class ScoreGrammar:
 
     kind: str
     n: int
-    max_body_chars: int = 0
+    max_body_chars: int | None = None  # a bound on the free text before the line (None: none)
 
     @property
     def gbnf(self) -> str:
-        return scores_gbnf(self.n) if self.kind == "full" else scores_suffix_gbnf(self.n)
+        if self.kind != "full":
+            return scores_suffix_gbnf(self.n)
+        return scores_gbnf(self.n, self.max_body_chars)
+
+
+_REGEX_BOUND = re.compile(r"\[\\s\\S\]\{0,(\d+)\}")
 
 
 def parse_grammar(grammar: Any) -> ScoreGrammar | None:
@@ -67,8 +70,10 @@ def parse_grammar(grammar: Any) -> ScoreGrammar | None:
     if n >= 1:
         if value == scores_suffix_regex(n):
             return ScoreGrammar("suffix", n)
-        bound = _BODY_BOUND.match(value)
-        if bound and value == scores_regex(n, int(bound.group(1))):
+        if value == scores_regex(n):
+            return ScoreGrammar("full", n)
+        bound = _REGEX_BOUND.match(value)  # free text of bounded length (engines that cannot
+        if bound and value == scores_regex(n, int(bound.group(1))):  # continue a cut sample)
             return ScoreGrammar("full", n, int(bound.group(1)))
     raise UnsupportedGrammar(
         "the dev server enforces only the GRM score-line regexes of grm.core.grammar "

@@ -43,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent-requests", type=int, default=128, help="beyond: 429")
     p.add_argument("--max-input-tokens", type=int, default=None, help="default: total - 1")
     p.add_argument("--max-total-tokens", type=int, default=None, help="default: n_ctx (8192)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="serve this chat template (a Jinja file, as in tokenizer_config.json) on "
+        "/chat_tokenize instead of the engine's; a template error is TGI's 422 template_error",
+    )
+    p.add_argument("--bos-token", default="", help="bos_token for --chat-template")
+    p.add_argument("--eos-token", default="", help="eos_token for --chat-template")
     p.add_argument("--max-best-of", type=int, default=2)
     p.add_argument("--max-stop-sequences", type=int, default=4)
     f = p.add_argument_group("faults (per /generate request)")
@@ -107,6 +115,9 @@ def build_settings(args: argparse.Namespace) -> DevTgiSettings:
         max_stop_sequences=args.max_stop_sequences,
         model_id=args.model_id,
         faults=faults,
+        chat_template=args.chat_template,
+        bos_token=args.bos_token,
+        eos_token=args.eos_token,
     )
 
 

@@ -24,8 +24,9 @@ class GenerationRequest:
     temperature: float
     top_p: float
     max_new_tokens: int
-    score_count: int = 0  # > 0 with grammar: force a final `Scores: \boxed{...}` of this many
-    grammar: bool = True
+    score_count: int = 0  # > 0: the output ends in a `Scores: \boxed{...}` of this many
+    grammar: bool = False  # constrain the output to end in that score line
+    force_scores: bool = False  # a generation cut at max_new_tokens gets a forced score line
     # time.monotonic() by which the caller needs the result (None: the backend's own cap).
     deadline: float | None = None
     # Requests with the same key share a long prompt prefix (one item's samples): an HTTP
@@ -37,7 +38,9 @@ class GenerationRequest:
 class GenerationResult:
     text: str
     tokens_generated: int
-    finish_reason: str  # "stop", "length", "forced_scores" (grammar completed a truncated output)
+    # "stop", "length" (cut at max_new_tokens: an invalid sample), or "forced_scores" (a score
+    # line forced after the cut, only when the request set force_scores)
+    finish_reason: str
     latency_ms: float
     seed: int | None = None
 

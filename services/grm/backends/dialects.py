@@ -38,36 +38,36 @@ ENGINES = ("vllm", "sglang", "llamacpp", "tgi")
 VLLM_STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)
 
 
-def bounded_scores_gbnf(n: int, max_body_chars: int | None) -> str:
-    """GBNF of the score line; with `max_body_chars`, the free text before it is bounded
-    (llama.cpp expands `{0,N}`), so the line always fits in the token budget."""
-    if max_body_chars is None:
-        return scores_gbnf(n)
-    return scores_gbnf(n).replace("body ::= [^\\\\]*", f"body ::= [^\\\\]{{0,{max_body_chars}}}")
+Body = int | None  # a bound on the free text before the score line (None: none)
+Version = tuple[int, ...] | None
+Constrain = Callable[[int, Body, Version, bool], dict[str, Any]]
 
 
-Constrain = Callable[[int, int, tuple[int, ...] | None, bool], dict[str, Any]]
-
-
-def _regex(n: int, body: int, suffix: bool) -> str:
+def _regex(n: int, body: Body, suffix: bool) -> str:
     return scores_suffix_regex(n) if suffix else scores_regex(n, body)
 
 
-def _vllm(n: int, body: int, version: tuple[int, ...] | None, suffix: bool) -> dict[str, Any]:
+def _vllm(
+    n: int, body: int | None, version: tuple[int, ...] | None, suffix: bool
+) -> dict[str, Any]:
     if version is not None and version < VLLM_STRUCTURED_OUTPUTS_SINCE:
         return {"guided_regex": _regex(n, body, suffix)}
     return {"structured_outputs": {"regex": _regex(n, body, suffix)}}
 
 
-def _sglang(n: int, body: int, version: tuple[int, ...] | None, suffix: bool) -> dict[str, Any]:
+def _sglang(
+    n: int, body: int | None, version: tuple[int, ...] | None, suffix: bool
+) -> dict[str, Any]:
     return {"regex": _regex(n, body, suffix)}
 
 
-def _llamacpp(n: int, body: int, version: tuple[int, ...] | None, suffix: bool) -> dict[str, Any]:
-    return {"grammar": scores_suffix_gbnf(n) if suffix else bounded_scores_gbnf(n, body)}
+def _llamacpp(
+    n: int, body: int | None, version: tuple[int, ...] | None, suffix: bool
+) -> dict[str, Any]:
+    return {"grammar": scores_suffix_gbnf(n) if suffix else scores_gbnf(n, body)}
 
 
-def _tgi(n: int, body: int, version: tuple[int, ...] | None, suffix: bool) -> dict[str, Any]:
+def _tgi(n: int, body: Body, version: Version, suffix: bool) -> dict[str, Any]:
     return {"response_format": {"type": "regex", "value": _regex(n, body, suffix)}}
 
 
@@ -87,7 +87,7 @@ class Dialect:
     def constraint(
         self,
         n: int,
-        max_body_chars: int,
+        max_body_chars: int | None,
         version: tuple[int, ...] | None = None,
         *,
         suffix: bool = False,

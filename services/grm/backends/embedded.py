@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -20,14 +21,22 @@ from typing import Any
 
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
 from grm.backends.model_files import DEFAULT_MODEL_ID, default_model_path, resolve_model_path
-from grm.core.errors import BackendError, FailedPreconditionError, InvalidArgumentError
+from grm.core.errors import (
+    BackendError,
+    ChatTemplateError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
 from grm.core.grammar import (
     FORCED_PREFIX,
     scores_gbnf,
     scores_suffix_gbnf,
     strip_partial_scores,
 )
+from grm.core.templates import single_user_turn
 from grm.core.types import ModelInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class EmbeddedBackend(GenerationBackend):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._load_lock = asyncio.Lock()
         self._yes_no: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self._single_turn = False  # the chat template refused a system message
         self.load_seconds: float | None = None
 
     async def start(self) -> None:
@@ -101,8 +111,27 @@ class EmbeddedBackend(GenerationBackend):
         self.load_seconds = time.perf_counter() - started
 
     def render(self, messages: Sequence[Message]) -> str:
-        """The model's own chat template applied to the messages, with the assistant cue."""
-        return self._formatter(messages=list(messages)).prompt
+        """The model's own chat template applied to the messages, with the assistant cue.
+
+        A template that refuses the roles (Gemma-2's raises on a system message) gets the
+        messages as one user turn (grm.core.templates.single_user_turn), said once in the log.
+        """
+        if self._single_turn:
+            messages = single_user_turn(messages)
+        try:
+            return self._formatter(messages=list(messages)).prompt
+        except Exception as exc:  # jinja2's TemplateError (raise_exception), by any name
+            single = single_user_turn(messages)
+            if len(single) == len(messages):
+                raise ChatTemplateError(f"chat template: {exc}") from exc
+            log.warning(
+                "model %s: the chat template refused the prompt's roles (%s); prompts go to it "
+                "as one user turn from now on",
+                self.path.name,
+                exc,
+            )
+            self._single_turn = True
+            return self._formatter(messages=list(single)).prompt
 
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
         await self.start()
@@ -130,7 +159,7 @@ class EmbeddedBackend(GenerationBackend):
                 f"it exceeds the model context of {self.settings.n_ctx}",
                 field="responses",
             )
-        forced = request.grammar and request.score_count > 0
+        scored = request.score_count > 0
         stop = StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()])
         out = self._llm.create_completion(
             prompt,
@@ -141,7 +170,9 @@ class EmbeddedBackend(GenerationBackend):
             top_k=0,
             seed=request.seed,
             stop=self._stop,
-            grammar=_grammar(scores_gbnf, request.score_count) if forced else None,
+            grammar=_grammar(scores_gbnf, request.score_count)
+            if request.grammar and scored
+            else None,
             stopping_criteria=stop,
         )
         if cancelled.is_set():
@@ -149,7 +180,7 @@ class EmbeddedBackend(GenerationBackend):
         text = out["choices"][0]["text"]
         finish = out["choices"][0]["finish_reason"] or "stop"
         tokens = out["usage"]["completion_tokens"]
-        if forced and finish == "length":
+        if request.force_scores and scored and finish == "length":
             # Out of tokens before the score line: keep the analysis, force the line's prefix
             # and let the model choose only the numbers.
             body = strip_partial_scores(text).rstrip()

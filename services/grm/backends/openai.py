@@ -21,8 +21,8 @@ waiting requests under the dialect's names). Requests that other clients keep in
 runs no more than it is running: `capacity` follows, and with it the sampler's reported
 capacity and the autoscaling gauges.
 
-**Forcing the score line** (`force_scores`, grammar on): on vLLM and SGLang a sample cut by
-`max_tokens` gets a second request that continues its own assistant message
+**Forcing the score line** (the request's `force_scores`, grammar on): on vLLM and SGLang a
+sample cut by `max_tokens` gets a second request that continues its own assistant message
 (`continue_final_message`) with only the numbers constrained, as the TGI backend does; on
 llama.cpp and TGI, which cannot continue a message, the free text before the line is bounded
 so the line always fits in `max_tokens` (one request; `forced_scores` when the bound was hit).
@@ -94,8 +94,6 @@ class OpenAiSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     probe_interval_s: float = 2.0  # endpoints not yet configured are probed this often
     metrics_interval_s: float = 2.0  # how often /metrics is read (0 = never)
-    force_scores: bool = True  # complete a score line cut off by max_tokens
-    max_body_chars: int = 4000  # free text allowed before the score line by the grammar
     prefix_locality: bool = True  # one item's samples on one engine while it has room
 
 
@@ -333,7 +331,7 @@ class OpenAiBackend(GenerationBackend):
         )
         text, finish, tokens, seed = _read_reply(reply, request.seed)
         info = self.engines.get(used.get("endpoint", ""))
-        if forced and self.settings.force_scores and info is not None:
+        if forced and request.force_scores and info is not None:
             if info.dialect.continuation and finish == "length":
                 head = f"{strip_partial_scores(text).rstrip()}\n{FORCED_PREFIX}"
                 tail = await self._force_scores(request, head, deadline, caller_bound)
@@ -341,8 +339,8 @@ class OpenAiBackend(GenerationBackend):
                     text, finish = head + tail[0], "forced_scores"
                     tokens += tail[1]
             elif not info.dialect.continuation and finish == "stop":
-                cut = text.rfind(FORCED_PREFIX)
-                if cut >= self._body_chars(info, request):
+                cut, bound = text.rfind(FORCED_PREFIX), self._body_chars(info, request)
+                if bound is not None and cut >= bound:
                     finish = "forced_scores"  # the grammar ended the free text at its bound
         return GenerationResult(
             text=text,
@@ -359,14 +357,13 @@ class OpenAiBackend(GenerationBackend):
             return request.max_new_tokens
         return max(1, min(request.max_new_tokens, info.context - 1))
 
-    def _body_chars(self, info: EngineInfo, request: GenerationRequest) -> int:
-        """Characters of free text the grammar allows before the score line: bounded to fit
-        `max_tokens` where the engine cannot continue a cut-off message."""
-        chars = self.settings.max_body_chars
-        if self.settings.force_scores and not info.dialect.continuation:
-            fit = _fitting_body_chars(self._max_tokens(info, request), request.score_count)
-            chars = min(chars, fit)
-        return chars
+    def _body_chars(self, info: EngineInfo, request: GenerationRequest) -> int | None:
+        """Characters of free text the grammar allows before the score line: unbounded, except
+        with `force_scores` where the engine cannot continue a cut-off message (then bounded to
+        fit `max_tokens`, so the line always fits)."""
+        if request.force_scores and not info.dialect.continuation:
+            return _fitting_body_chars(self._max_tokens(info, request), request.score_count)
+        return None
 
     def body(
         self,

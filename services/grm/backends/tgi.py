@@ -33,6 +33,16 @@ every cache key), `max_concurrent_requests` (the per-endpoint in-flight bound; `
 their sum), `max_input_tokens` / `max_total_tokens`, `max_best_of`, `max_stop_sequences`.
 Requests go to the endpoint with the least in-flight requests (relative to its bound).
 
+**Prompt roles.** An endpoint whose chat template refuses the messages' roles (HTTP 422 with
+`error_type` "template_error", e.g. Gemma-2's "System role not supported") gets every later
+prompt as one user turn (grm.core.templates.single_user_turn); the backend says so once in the
+log. The default prompt (grm-default-v3) is one user turn already.
+
+**Decoding.** `max_new_tokens` is capped at the room `max_total_tokens` leaves after the
+prompt. A generation cut at that limit comes back with finish reason `length` (an invalid
+sample, re-drawn by the pipeline); only a request with `force_scores` gets a second request
+that forces the score line's prefix and lets the model choose the numbers (`forced_scores`).
+
 **Errors.** 429 / overloaded: bounded retries with full jitter inside the deadline, then
 ResourceExhaustedError. Connection errors and 5xx (and 424 generation errors): retry on
 another endpoint, then BackendError (UNAVAILABLE). 400/422 validation: InvalidArgumentError
@@ -58,10 +68,11 @@ from text_generation.types import ChatRequest, Grammar, Parameters
 from text_generation.types import Message as TgiMessage
 
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
-from grm.backends.chat_template import compile_chat_template
+from grm.backends.chat_template import compile_chat_template, render_chat
 from grm.backends.http_pool import Endpoint, EndpointPool, Retry, RetryPolicy, call_deadline
 from grm.core.errors import (
     BackendError,
+    ChatTemplateError,
     FailedPreconditionError,
     GrmError,
     InvalidArgumentError,
@@ -69,7 +80,9 @@ from grm.core.errors import (
 )
 from grm.core.grammar import FORCED_PREFIX, scores_regex, scores_suffix_regex, strip_partial_scores
 from grm.core.singleflight import SingleFlight
+from grm.core.templates import single_user_turn
 from grm.core.types import ModelInfo
+from grm.core.validation import MIN_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +103,6 @@ class TgiSettings:
         default_factory=RetryPolicy
     )  # 429s with jitter, outages on another endpoint
     probe_interval_s: float = 2.0  # endpoints not yet configured are probed this often
-    force_scores: bool = True  # complete a score line cut off by max_new_tokens (2nd request)
     chat_template: str | None = None  # Jinja template rendered locally instead of /chat_tokenize
     bos_token: str = ""  # for a local chat_template
     eos_token: str = ""  # for a local chat_template
@@ -131,6 +143,8 @@ class TgiBackend(GenerationBackend):
         )
         self._rendering: SingleFlight[tuple[str, int]] = SingleFlight()
         self._template: Any = None
+        # endpoints (or "local") whose chat template refused a system message
+        self._single_turn: set[str] = set()
         self._probe_task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -270,24 +284,24 @@ class TgiBackend(GenerationBackend):
     # ---------------------------------------------------------------- generation
 
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
-        """One sample: render + count the prompt, generate, force a cut-off score line."""
+        """One sample: render + count the prompt, generate; with `force_scores`, a sample cut
+        at max_new_tokens gets a forced score line (else it stays cut: finish reason length).
+        """
         if not self._started:
             raise FailedPreconditionError("the TGI backend is not started")
         started = time.perf_counter()
         deadline, caller_bound = call_deadline(request.deadline, self.settings.request_timeout_s)
         prompt, prompt_tokens = await self._prompt(request.messages, deadline, caller_bound)
-        self._check_length(prompt_tokens, request)
-        forced = request.grammar and request.score_count > 0
-        regex = scores_regex(request.score_count) if forced else None
-        reply = await self._generate(
-            prompt, request, request.max_new_tokens, regex, deadline, caller_bound
-        )
+        max_new_tokens = self._new_tokens(prompt_tokens, request)
+        scored = request.score_count > 0
+        regex = scores_regex(request.score_count) if request.grammar and scored else None
+        reply = await self._generate(prompt, request, max_new_tokens, regex, deadline, caller_bound)
         text, tokens = reply.text, reply.tokens
         finish = "length" if reply.finish_reason == "length" else "stop"
-        if forced and finish == "length" and self.settings.force_scores:
+        if request.force_scores and scored and finish == "length":
             head = f"{strip_partial_scores(text).rstrip()}\n{FORCED_PREFIX}"
             tail = await self._force_scores(
-                prompt + head, request, deadline, caller_bound, prompt_tokens
+                prompt + head, request, deadline, caller_bound, prompt_tokens + tokens
             )
             if tail is not None:
                 text, finish = head + tail.text, "forced_scores"
@@ -306,14 +320,13 @@ class TgiBackend(GenerationBackend):
         request: GenerationRequest,
         deadline: float,
         caller_bound: bool,
-        prompt_tokens: int,
+        used_tokens: int,
     ) -> Generated | None:
-        """The numbers of a score line whose prefix was forced; None when that cannot be done."""
+        """The numbers of a score line whose prefix was forced; None when that cannot be done.
+        `used_tokens`: the prompt's and the cut generation's."""
         n = request.score_count
         budget = 8 * n + 4
-        if self.limits and prompt_tokens + request.max_new_tokens + budget + 8 > (
-            self.limits.max_total_tokens
-        ):
+        if self.limits and used_tokens + budget + 16 > self.limits.max_total_tokens:
             return None  # no room for the second request: the sample stays truncated
         try:
             return await self._generate(
@@ -324,10 +337,12 @@ class TgiBackend(GenerationBackend):
         finally:
             self.stats["forced_scores"] += 1
 
-    def _check_length(self, prompt_tokens: int, request: GenerationRequest) -> None:
-        """A prompt TGI would refuse (or that would need truncating) is the caller's error."""
+    def _new_tokens(self, prompt_tokens: int, request: GenerationRequest) -> int:
+        """max_new_tokens capped at the room the server advertises after the prompt
+        (`max_total_tokens`); a prompt TGI would refuse, or one that leaves less than
+        MIN_NEW_TOKENS, is the caller's error (never truncated)."""
         if self.limits is None:
-            return
+            return request.max_new_tokens
         limits = self.limits
         if prompt_tokens > limits.max_input_tokens:
             raise InvalidArgumentError(
@@ -335,13 +350,15 @@ class TgiBackend(GenerationBackend):
                 f"{limits.max_input_tokens} input tokens (never truncated)",
                 field="responses",
             )
-        if prompt_tokens + request.max_new_tokens > limits.max_total_tokens:
+        room = limits.max_total_tokens - prompt_tokens
+        if room < min(MIN_NEW_TOKENS, request.max_new_tokens):
             raise InvalidArgumentError(
-                f"the prompt is {prompt_tokens} tokens; with max_new_tokens="
-                f"{request.max_new_tokens} it exceeds the server's max_total_tokens of "
-                f"{limits.max_total_tokens}",
+                f"the prompt is {prompt_tokens} tokens; the server's max_total_tokens of "
+                f"{limits.max_total_tokens} leaves {room} new tokens, fewer than "
+                f"{min(MIN_NEW_TOKENS, request.max_new_tokens)}",
                 field="responses",
             )
+        return min(request.max_new_tokens, room)
 
     def parameters(
         self, request: GenerationRequest, max_new_tokens: int, grammar: Grammar | None
@@ -434,6 +451,8 @@ class TgiBackend(GenerationBackend):
                 return payload
             if not isinstance(payload, dict) or "error" not in payload:
                 payload = {"error": f"HTTP {resp.status}: {str(payload)[:200]}"}
+            if payload.get("error_type") == "template_error":
+                raise ChatTemplateError(f"TGI chat template: {payload['error']}")
             raise classify(tgi_errors.parse_error(resp.status, payload), resp.status)
 
     # ---------------------------------------------------------------- prompts
@@ -460,36 +479,57 @@ class TgiBackend(GenerationBackend):
     async def _render(
         self, messages: Sequence[Message], deadline: float, caller_bound: bool
     ) -> tuple[str, int]:
+        """Render on the server (or locally); an endpoint whose chat template rejects the
+        messages' roles (HTTP 422 `template_error`, e.g. Gemma-2's "System role not supported")
+        gets them as one user turn from then on, said once in the log."""
+        single = single_user_turn(messages)
+        foldable = len(single) != len(messages)
+
+        async def render(e: Endpoint, budget_s: float) -> tuple[str, int]:
+            key = "local" if self._template is not None else e.url
+            if key in self._single_turn:
+                return await self._render_on(e, single, budget_s)
+            try:
+                return await self._render_on(e, messages, budget_s)
+            except ChatTemplateError as exc:
+                if not foldable:
+                    raise
+                if key not in self._single_turn:  # concurrent renders: say it once
+                    self._single_turn.add(key)
+                    log.warning(
+                        "TGI endpoint %s: the chat template refused the prompt's roles (%s); "
+                        "prompts go to it as one user turn from now on",
+                        key,
+                        exc,
+                    )
+                return await self._render_on(e, single, budget_s)
+
+        return await self.pool.call(render, deadline, caller_bound, slot=False)
+
+    async def _render_on(
+        self, e: Endpoint, messages: Sequence[Message], budget_s: float
+    ) -> tuple[str, int]:
+        """The templated text and its token count, on one endpoint."""
         if self._template is not None:
-            text = self._template.render(
-                messages=list(messages),
-                add_generation_prompt=True,
+            text = render_chat(
+                self._template,
+                messages,
                 bos_token=self.settings.bos_token,
                 eos_token=self.settings.eos_token,
             )
-
-            async def count(e: Endpoint, budget_s: float) -> tuple[str, int]:
-                tokens = await self._post_json(e, "/tokenize", {"inputs": text}, budget_s)
-                if not isinstance(tokens, list):
-                    raise Retry("unavailable", "/tokenize did not return a token list")
-                return text, len(tokens)
-
-            result = await self.pool.call(count, deadline, caller_bound, slot=False)
-        else:
-            body = ChatRequest(
-                model="tgi",
-                messages=[TgiMessage(role=m["role"], content=m["content"]) for m in messages],
-            ).model_dump(mode="json", exclude_none=True)
-
-            async def render(e: Endpoint, budget_s: float) -> tuple[str, int]:
-                out = await self._post_json(e, "/chat_tokenize", body, budget_s)
-                try:
-                    return str(out["templated_text"]), len(out["tokenize_response"])
-                except (KeyError, TypeError) as exc:
-                    raise Retry("unavailable", f"/chat_tokenize reply lacks {exc}") from exc
-
-            result = await self.pool.call(render, deadline, caller_bound, slot=False)
-        return result
+            tokens = await self._post_json(e, "/tokenize", {"inputs": text}, budget_s)
+            if not isinstance(tokens, list):
+                raise Retry("unavailable", "/tokenize did not return a token list")
+            return text, len(tokens)
+        body = ChatRequest(
+            model="tgi",
+            messages=[TgiMessage(role=m["role"], content=m["content"]) for m in messages],
+        ).model_dump(mode="json", exclude_none=True)
+        out = await self._post_json(e, "/chat_tokenize", body, budget_s)
+        try:
+            return str(out["templated_text"]), len(out["tokenize_response"])
+        except (KeyError, TypeError) as exc:
+            raise Retry("unavailable", f"/chat_tokenize reply lacks {exc}") from exc
 
 
 TGI_ERRORS = (

@@ -1,11 +1,11 @@
 """Cache keys: a hash of everything that determines the cached thing, and nothing else.
 
 Samples are keyed by what decides the generation — model id + revision + backend, template
-version, the context (all turns), the responses in the order the sample saw them (and that
-order, which maps its scores back to the caller), its principles, its seed and the sampling
-params — but not by its index or attempt, which only name it within one request. Because seeds
-derive from (request seed, index, attempt), the first 8 samples of a k=16 request are the
-samples of the k=8 request: k is incremental.
+version, the context (all turns), the reference answer, the responses in the order the sample
+saw them (and that order, which maps its scores back to the caller), its principles, its seed
+and the sampling params — but not by its index or attempt, which only name it within one
+request. Because seeds derive from (request seed, index, attempt), the first 8 samples of a
+k=16 request are the samples of the k=8 request: k is incremental.
 
 Bump KEY_VERSION when the meaning of a stored value changes without any of these inputs
 changing (parsing or grammar semantics, the value encoding): old entries then simply stop
@@ -25,13 +25,12 @@ from grm.core.types import (
     Aggregation,
     Context,
     ModelInfo,
-    PrincipleMode,
     SampleSpec,
     SamplingParams,
     ScoreItem,
 )
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: strict final-line parsing, length = invalid, reference answers
 DIGEST_BYTES = 16
 # What sources report before they know their model (the remote sampler pool says "unknown"
 # until a sampler answers): such a model identifies nothing, so nothing is cached under it.
@@ -65,6 +64,7 @@ def _params(params: SamplingParams) -> dict[str, Any]:
         "top_p": float(params.top_p),
         "max_new_tokens": int(params.max_new_tokens),
         "grammar": bool(params.grammar),
+        "force_scores": bool(params.force_scores),
     }
 
 
@@ -92,6 +92,7 @@ def sample_key(
     responses: Sequence[str],
     spec: SampleSpec,
     params: SamplingParams,
+    reference: str = "",
 ) -> str:
     """The key of one critique sample."""
     return make_key(
@@ -99,6 +100,7 @@ def sample_key(
         {
             "model": _model(model),
             "context": _context(context),
+            "reference": reference,
             "shown": apply_order(responses, spec.order),
             "order": list(spec.order),
             "principles": spec.principles,
@@ -115,6 +117,7 @@ def principles_key(
     seed: int,
     index: int,
     params: SamplingParams,
+    reference: str = "",
 ) -> str:
     """The key of principle set `index` of a request with `seed` (its seed derives from both)."""
     return make_key(
@@ -122,6 +125,7 @@ def principles_key(
         {
             "model": _model(model),
             "context": _context(context),
+            "reference": reference,
             "responses": list(responses),
             "seed": int(seed),
             "index": int(index),
@@ -143,12 +147,13 @@ def result_key(
     writes the principles, so they are normalised away otherwise (more hits, same answers).
     """
     meta = item.aggregation is Aggregation.META_VOTE
-    generated = item.principle_mode is PrincipleMode.SEPARATE and not item.principles
+    generated = item.principle_mode.separate and not item.principles
     return make_key(
         Kind.RESULT,
         {
             "model": _model(model),
             "context": _context(item.context),
+            "reference": item.reference,
             "responses": list(item.responses),
             "k": int(item.k),
             "k_meta": (item.k_meta or "auto") if meta else 0,

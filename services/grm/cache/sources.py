@@ -79,7 +79,10 @@ class CachingSampleSource:
             current_usage().samples_generated += len(got)
             await self._store(job, model, [(None, s) for s in got])
             return got
-        keys = [sample_key(model, job.context, job.responses, spec, job.params) for spec in specs]
+        keys = [
+            sample_key(model, job.context, job.responses, spec, job.params, job.reference)
+            for spec in specs
+        ]
         out: list[Sample | None] = [None] * len(specs)
         loop = asyncio.get_running_loop()
         lead: dict[str, list[int]] = {}  # keys this call computes → positions in specs
@@ -322,7 +325,14 @@ class CachingSampleSource:
         for key, sample in pairs:
             if sample.valid:
                 if key is None or answered != model:
-                    key = sample_key(answered, job.context, job.responses, sample.spec, job.params)
+                    key = sample_key(
+                        answered,
+                        job.context,
+                        job.responses,
+                        sample.spec,
+                        job.params,
+                        job.reference,
+                    )
                 to_store.append((key, encode_sample(key, sample)))
         await self.cache.put(Kind.SAMPLE, to_store)
 
@@ -375,7 +385,8 @@ class CachingPrincipleSource:
         if not model_known(model):
             return list(await self.inner.generate(job, n, seed))
         keys = [
-            principles_key(model, job.context, job.responses, seed, i, job.params) for i in range(n)
+            principles_key(model, job.context, job.responses, seed, i, job.params, job.reference)
+            for i in range(n)
         ]
         sets, shared = await self._flight.run(
             "\n".join(keys), lambda: self._generate(keys, job, n, seed)

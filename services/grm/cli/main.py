@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import IO, Any
 
+from grm.core.decoding import EMBEDDED
 from grm.core.errors import GrmError
 from grm.core.types import Aggregation, PrincipleMode
 from grm.core.validation import Defaults, Limits, build_item
@@ -28,26 +29,74 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--principle-mode", choices=[m.value for m in PrincipleMode], default=None)
     p.add_argument("--temperature", type=float, default=None, help="default 0.5")
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default 256")
-    p.add_argument("--no-grammar", action="store_true", help="do not force the final score line")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: the decoding profile's (1024 for engines, 256 for the embedded model)",
+    )
+    p.add_argument(
+        "--grammar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="constrain outputs to end in a score line (default: off for engines, on embedded)",
+    )
+    p.add_argument(
+        "--force-scores",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force a score line after a cut-off sample instead of re-drawing it "
+        "(default: off for engines, on embedded)",
+    )
     p.add_argument("--seed", type=int, default=None, help="request seed (default 0)")
 
 
+def _flag_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The Score fields the user set on the command line (unset ones are left out)."""
+    fields = {
+        "k": args.k,
+        "k_meta": args.k_meta,
+        "aggregation": Aggregation(args.aggregation) if args.aggregation else None,
+        "principle_mode": PrincipleMode(args.principle_mode) if args.principle_mode else None,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens,
+        "grammar": args.grammar,
+        "force_scores": args.force_scores,
+        "seed": args.seed,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _item_builder(args: argparse.Namespace) -> Any:
+    """In process: items validated here with the embedded model's decoding profile."""
     return functools.partial(
         build_item,
-        k=args.k,
-        k_meta=args.k_meta,
-        aggregation=Aggregation(args.aggregation) if args.aggregation else None,
-        principle_mode=PrincipleMode(args.principle_mode) if args.principle_mode else None,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        grammar=False if args.no_grammar else None,
-        seed=args.seed,
+        **_flag_fields(args),
         limits=Limits(),
-        defaults=Defaults(),
+        defaults=Defaults.for_profile(EMBEDDED),
     )
+
+
+def _request_builder(args: argparse.Namespace) -> Any:
+    """Through --target: requests carrying only what the line and the flags set, so the
+    server's defaults (its decoding profile) decide the rest; the server validates."""
+    from grm.core.errors import InvalidArgumentError
+    from grm.rpc.convert import score_request
+
+    flags = _flag_fields(args)
+
+    def build(fields: dict[str, Any]) -> Any:
+        line = dict(fields)
+        turns = line.pop("turns", None)
+        if turns:
+            line["query"] = turns
+        try:
+            return score_request(**line, **flags, include_samples=args.details)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"not a valid request: {exc}") from None
+
+    return build
 
 
 @contextlib.contextmanager
@@ -63,16 +112,25 @@ def _files(args: argparse.Namespace) -> Iterator[tuple[IO[bytes], IO[str]]]:
         yield stream, out
 
 
-async def _score_with(args: argparse.Namespace, score: Callable[[Any], Awaitable[Any]]) -> int:
+async def _score_with(
+    args: argparse.Namespace,
+    score: Callable[[Any], Awaitable[Any]],
+    build: Callable[[dict[str, Any]], Any] | None = None,
+) -> int:
     """Score the file with `score` (local pipeline or remote client): the same records."""
     from grm.cli.scorefile import run_scorefile
 
-    build = _item_builder(args)
+    if build is None:
+        make = _item_builder(args)
+
+        def build(fields: dict[str, Any]) -> Any:
+            return make(**fields)
+
     with _files(args) as (stream, out):
         ok, failed = await run_scorefile(
             stream,
             out,
-            lambda fields: build(**fields),
+            build,
             score,
             details=args.details,
             concurrency=args.concurrency,
@@ -107,10 +165,10 @@ async def _score_remote(args: argparse.Namespace) -> int:
     security = client_security(resolve(args, CLIENT_SECURITY_OPTIONS, os.environ), os.environ)
     async with AsyncGrmClient(args.target, timeout=args.timeout, security=security) as client:
 
-        async def score(item: Any) -> Any:
-            return await client.score_item(item, include_samples=args.details)
+        async def score(request: Any) -> Any:
+            return await client.score_request(request)
 
-        return await _score_with(args, score)
+        return await _score_with(args, score, _request_builder(args))
 
 
 _SERVICES = {

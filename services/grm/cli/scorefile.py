@@ -76,6 +76,11 @@ def item_fields(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(principles, str):
         raise InvalidArgumentError("must be a string", field="principles")
     fields["principles"] = principles
+    reference = data.get("reference", "")
+    if not isinstance(reference, str):
+        raise InvalidArgumentError("must be a string", field="reference")
+    if reference:
+        fields["reference"] = reference
     return fields
 
 

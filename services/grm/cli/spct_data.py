@@ -2,14 +2,20 @@
 
 For each labeled item N trajectories (principles + critique + scores) are sampled; the ones
 that agree with the label become rejective fine-tuning (RFT) examples in chat format, every
-valid one becomes a meta-RM example with a 0/1 label. Items whose N trajectories are all
-correct are "too easy" and left out of the RFT file (as in the paper) unless kept. Items no
+valid one becomes a meta-RM example with a 0/1 label. Items whose trajectories are all correct
+— every one drawn, invalid ones included, so [invalid, correct, correct] is not too easy, as
+in the paper — are "too easy" and left out of the RFT file unless kept. Items no
 trajectory got right can be re-sampled with a hint naming the best response ("hinted
 sampling"); hinted examples are marked and stored with the prompt WITHOUT the hint, and the
 hint is never used at serving time.
 
 Output folder: `rft.jsonl`, `meta_rm.jsonl`, `items.jsonl` (one line per input line, also the
 resume log: an interrupted run continues after the last finished line) and `summary.json`.
+
+The meta-RM file's `messages` are the meta RM's input exactly as the suite's meta RMs read it
+at serving time (grm.metarm.inputs.meta_messages: the GRM prompt the trajectory was sampled
+from as the user turn, its raw output as the assistant reply), so a meta RM trained on it sees
+at serving time what it was trained on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,14 @@ from tqdm import tqdm
 
 from grm.backends.base import GenerationBackend
 from grm.cli.datasets import LabeledItem, labeled_item
+from grm.core.decoding import EMBEDDED, SERVED, sampling_defaults
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.plan import SamplingJob
 from grm.core.sampling import apply_order, sample_spec
 from grm.core.spct import is_correct
 from grm.core.templates import TemplateSet
 from grm.core.types import Sample, SamplingParams, ScoreItem, ScoreResult
+from grm.metarm.inputs import meta_messages
 from grm.scoring.critique import CritiqueSampler, to_sample
 
 FILES = ("rft.jsonl", "meta_rm.jsonl", "items.jsonl")
@@ -97,10 +105,9 @@ class Hinter:
 
 
 def _messages(templates: TemplateSet, item: ScoreItem, sample: Sample) -> list[dict[str, str]]:
+    """The prompt the sample was drawn from (its order, principles and reference)."""
     shown = apply_order(item.responses, sample.spec.order)
-    if sample.spec.principles:
-        return templates.critique(item.context, shown, sample.spec.principles)
-    return templates.joint(item.context, shown)
+    return templates.sample_prompt(item.context, shown, sample.spec.principles, item.reference)
 
 
 def _resume(out: Path) -> set[int]:
@@ -189,7 +196,8 @@ async def _one(
         return {**base, "error": f"{exc.code}: {exc}", "n_valid": 0}
     valid = [s for s in samples if s.valid and s.scores is not None]
     correct = [s for s in valid if is_correct(s.scores, labeled.label)]  # type: ignore[arg-type]
-    too_easy = bool(valid) and len(correct) == len(valid)
+    # Over every trajectory drawn: an invalid one is not a correct one.
+    too_easy = bool(samples) and len(correct) == len(samples)
     rft_samples = [(s, False) for s in correct] if keep_easy or not too_easy else []
     hinted: list[Sample] = []
     best = labeled.label.best_index()
@@ -216,12 +224,13 @@ async def _one(
             }
         )
     for s in valid:
-        shown = apply_order(item.responses, s.spec.order)
         base["_meta"].append(
             {
                 "line": number,
                 "id": labeled.item_id,
-                "messages": templates.meta(item.context, shown, s.text),
+                "messages": meta_messages(
+                    templates, item.context, item.responses, s, item.reference
+                ),
                 "label": int(s in correct),
                 "order": list(s.spec.order),
                 "seed": s.spec.seed,
@@ -289,25 +298,46 @@ def default_build(
             temperature=params.temperature,
             max_new_tokens=params.max_new_tokens,
             grammar=params.grammar,
+            force_scores=params.force_scores,
             seed=seed,
         )
 
     return build
 
 
+FILES_HELP = (
+    "writes into --out: rft.jsonl (rejective fine-tuning examples: the GRM prompt and a "
+    "correct trajectory as chat messages), meta_rm.jsonl (meta-RM examples: the GRM prompt "
+    "as the user turn and a valid trajectory's raw output as the assistant reply, exactly as "
+    "the meta RM reads them at serving time, with a 0/1 label), items.jsonl (one line per "
+    "input line; also the resume log) and summary.json (rates and counts)"
+)
+
+
 def add_arguments(p: Any) -> None:
     """Flags of `grm spct-data`."""
+    p.description = "SPCT training data from labeled preferences: " + FILES_HELP
     p.add_argument(
         "input",
         help="JSONL: {query, responses, best|labels|score}, "
         "{prompt, chosen, rejected} or HH-RLHF {chosen, rejected}",
     )
-    p.add_argument("--out", default="spct-out", help="output folder (resumed if it exists)")
+    p.add_argument(
+        "--out",
+        default="spct-out",
+        help="output folder (resumed if it exists): rft.jsonl, meta_rm.jsonl, items.jsonl, "
+        "summary.json",
+    )
     p.add_argument("--n", type=int, default=3, help="trajectories per item (paper: N_RFT = 3)")
     p.add_argument("--keep-easy", action="store_true", help="keep items all N got right in RFT")
     p.add_argument("--hint", action="store_true", help="hinted re-sampling of all-wrong items")
     p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: the decoding profile's (1024 for engines, 256 for the embedded model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-path", default=None, help="GGUF file (default: SmolLM2-135M)")
     p.add_argument("--tgi-url", default=None, help="sample from TGI (or grm dev-tgi) instead")
@@ -318,11 +348,12 @@ def add_arguments(p: Any) -> None:
 
 async def run_cli(args: Any) -> dict[str, Any]:
     """`grm spct-data` in process (embedded or TGI backend) or through a running suite."""
-    build = default_build(
-        args.n,
-        SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
-        seed=args.seed,
-    )
+    # The embedded model's decoding profile in process, else an engine's (grm.core.decoding).
+    profile = EMBEDDED if not (args.tgi_url or args.target) else SERVED
+    params = replace(sampling_defaults(profile), temperature=args.temperature)
+    if args.max_new_tokens is not None:
+        params = replace(params, max_new_tokens=args.max_new_tokens)
+    build = default_build(args.n, params, seed=args.seed)
     common = dict(keep_easy=args.keep_easy, progress=not args.quiet)
     if args.target:
         if args.hint:

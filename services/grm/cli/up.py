@@ -22,12 +22,13 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from grm.cli.launcher import ChildProcess, stop_all
+from grm.core.decoding import profile_for_backend
 from grm.rpc.security import client_security_from_env
 from grm.rpc.server import write_port_file
 
@@ -141,9 +142,19 @@ def metrics_lines(settings: UpSettings, samplers: int) -> str:
     return "Prometheus metrics:\n" + "\n".join(urls) + "\n"
 
 
-def aggregator_args(settings: UpSettings) -> list[str]:
+def decoding_profile(settings: UpSettings, environ: Mapping[str, str]) -> str:
+    """The decoding profile of the backend the samplers run (grm.core.decoding): the
+    aggregator fills requests' unset sampling fields from it."""
+    backend = settings.backend or environ.get("GRM_BACKEND", "").strip().lower() or "embedded"
+    return environ.get("GRM_DECODING") or profile_for_backend(backend)
+
+
+def aggregator_args(settings: UpSettings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Flags for the aggregator child."""
-    out = ["--redis-url", settings.redis_url] if settings.redis_url else []
+    environ = os.environ if environ is None else environ
+    out = ["--decoding", decoding_profile(settings, environ)]
+    if settings.redis_url:
+        out += ["--redis-url", settings.redis_url]
     if settings.http_port:
         out += ["--http-port", str(settings.http_port)]
     return out

@@ -105,7 +105,9 @@ class AsyncGrmClient:
         latency_budget_ms: int = 0,
         **fields: Any,
     ) -> ScoreResult:
-        """Score the responses to a query (or chat turns); keywords as in ScoreRequest.
+        """Score the responses to a query (or chat turns); keywords as in ScoreRequest
+        (`reference=` a reference answer the judge is shown; unset sampling fields take the
+        server's decoding profile).
 
         `timeout` (s) is this call's gRPC deadline, retries included (None: the client's);
         `latency_budget_ms` lets the server vote over the samples done by then (0: none).

@@ -1,8 +1,13 @@
 """Score extraction from a model's output.
 
-Only the model's own output is parsed, and only its LAST boxed or double-bracketed list:
-earlier lists are intermediate numbers or quotes. Anything but exactly n integers in
-[1, 10] makes the sample invalid, with a reason — never a guessed score.
+Only the model's own output is parsed, and only its final score line: the last non-empty line
+must be a `Scores:` line (the paper's format; `**Scores: ...**`, `Final Scores:` and
+`### Output:` are the same line in the variants real GRM checkpoints write) holding one closed
+`\\boxed{...}` or `[[...]]` list, or a bare `Scores:` line followed by a line that is only the
+list. Lists anywhere else — a list quoted in the analysis, one copied from a response, an
+intermediate sub-score — never count, not even when the final line is malformed or missing:
+that sample is invalid, with a reason, and the pipeline re-draws it with a new seed.
+Anything but exactly n integers in [1, 10] is invalid too — never a guessed score.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from dataclasses import dataclass
 
 SCORE_MIN, SCORE_MAX = 1, 10
 
-# \boxed{...} (content without braces) or [[...]] (content without brackets).
-_LIST = re.compile(r"\\boxed\s*\{([^{}]*)\}|\[\[([^\[\]]*)\]\]")
+# The score line's label, after leading markdown (`#`, `*`, `>`, `-`, `_`) is dropped.
+_LABEL = re.compile(r"(?:final\s+|overall\s+)?(?:scores?|output)\s*[:：]", re.IGNORECASE)
+_LEAD = re.compile(r"^[\s#>*_`\-]+")
+_TRAIL = re.compile(r"[\s*_`.]+$")
+_OPEN = re.compile(r"\\boxed\s*\{|\[\[")
 _INT = re.compile(r"[0-9]{1,3}")
 _CRITERIA = re.compile(r"specific\s+criteria\s*[:：]", re.IGNORECASE)
 _ANALYSIS = re.compile(r"analysis\s*[:：]", re.IGNORECASE)
@@ -29,14 +37,69 @@ class Parsed:
     critique: str = ""
 
 
+@dataclass(frozen=True)
+class _ScoreLine:
+    start: int  # offset of the score line (its label line) in the output
+    content: str | None  # the list's content, None when the line holds no well-formed list
+    reason: str = ""
+
+
+def _strip_markup(line: str) -> str:
+    return _TRAIL.sub("", _LEAD.sub("", line))
+
+
+def _read_list(text: str) -> tuple[str | None, str]:
+    """(content, "") of the list `text` starts with, or (None, why not)."""
+    opened = _OPEN.match(text)
+    if opened is None:
+        return None, f"the final score line holds no \\boxed{{...}} or [[...]] list: {text[:80]!r}"
+    close = "}" if opened.group(0) != "[[" else "]]"
+    end = text.find(close, opened.end())
+    if end == -1:
+        return None, f"the final score line's list is not closed: {text[:80]!r}"
+    return text[opened.end() : end], ""
+
+
+def _score_line(output: str) -> _ScoreLine | None:
+    """The final score line, or None when the output does not end with one."""
+    lines = output.splitlines(keepends=True)
+    offsets, at = [], 0
+    for line in lines:
+        offsets.append(at)
+        at += len(line)
+    filled = [i for i, line in enumerate(lines) if _strip_markup(line)]
+    if not filled:
+        return None
+    last = filled[-1]
+    core = _strip_markup(lines[last])
+    label = _LABEL.match(core)
+    if label is not None:
+        rest = _LEAD.sub("", core[label.end() :])
+        if not rest:
+            return _ScoreLine(offsets[last], None, "the final Scores: line holds no list")
+        content, reason = _read_list(rest)
+        return _ScoreLine(offsets[last], content, reason)
+    # A bare list on the last line, right below a bare `Scores:` label line.
+    if _OPEN.match(core) and len(filled) >= 2:
+        above = _strip_markup(lines[filled[-2]])
+        label = _LABEL.fullmatch(above)
+        if label is not None:
+            content, reason = _read_list(core)
+            return _ScoreLine(offsets[filled[-2]], content, reason)
+    return None
+
+
 def extract_scores(output: str, n: int) -> Parsed:
     """Parse one model output that judged `n` responses."""
     principles, critique = split_sections(output)
-    matches = list(_LIST.finditer(output))
-    if not matches:
-        return Parsed(None, "no \\boxed{...} or [[...]] score list in output", principles, critique)
-    last = matches[-1]
-    content = last.group(1) if last.group(1) is not None else last.group(2)
+    line = _score_line(output)
+    if line is None:
+        return Parsed(
+            None, "the output does not end with a Scores: \\boxed{...} line", principles, critique
+        )
+    if line.content is None:
+        return Parsed(None, line.reason, principles, critique)
+    content = line.content
     parts = [p.strip() for p in content.split(",")]
     if parts == [""]:
         return Parsed(None, "empty score list", principles, critique)
@@ -62,9 +125,10 @@ def extract_scores(output: str, n: int) -> Parsed:
 
 def split_sections(output: str) -> tuple[str, str]:
     """Return (principles, critique): the 'Specific Criteria' and 'Analysis' parts, if present."""
-    crit = _CRITERIA.search(output)
-    ana = _ANALYSIS.search(output, crit.end() if crit else 0)
-    end = _last_list_line_start(output)
+    line = _score_line(output)
+    end = line.start if line is not None else len(output)
+    crit = _CRITERIA.search(output, 0, end)
+    ana = _ANALYSIS.search(output, crit.end() if crit else 0, end)
     principles = ""
     if crit:
         principles = output[crit.end() : ana.start() if ana else end].strip()
@@ -75,10 +139,3 @@ def split_sections(output: str) -> tuple[str, str]:
     else:
         critique = output[:end].strip()
     return principles, critique
-
-
-def _last_list_line_start(output: str) -> int:
-    matches = list(_LIST.finditer(output))
-    if not matches:
-        return len(output)
-    return output.rfind("\n", 0, matches[-1].start()) + 1

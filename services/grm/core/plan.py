@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from grm.core.types import Aggregation, Context, ModelInfo, SamplingParams, ScoreItem
+from grm.core.types import Aggregation, Context, ModelInfo, PrincipleMode, SamplingParams, ScoreItem
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,12 @@ class SamplingJob:
     deadline: float | None = None
     vote_at: float | None = None
     model: ModelInfo | None = None
+    reference: str = ""  # a reference answer the prompts show ("" = none)
 
     @classmethod
     def of(cls, item: ScoreItem) -> SamplingJob:
         """The job of an item with no deadline (local tools, benchmarks)."""
-        return cls(item.context, item.responses, item.sampling)
+        return cls(item.context, item.responses, item.sampling, reference=item.reference)
 
     @classmethod
     def from_relative(
@@ -90,6 +91,7 @@ class SamplingJob:
         time_left_s: float | None,
         vote_in_s: float | None = None,
         margins: Margins = MARGINS,
+        reference: str = "",
     ) -> SamplingJob:
         """A job received over the wire: this hop's work ends a reply reserve before the
         caller's deadline (`time_left_s` from now)."""
@@ -100,6 +102,7 @@ class SamplingJob:
             params,
             deadline=margins.work_deadline(deadline, now),
             vote_at=None if vote_in_s is None else now + vote_in_s,
+            reference=reference,
         )
 
     def time_left(self, now: float) -> float | None:
@@ -179,7 +182,15 @@ class RequestPlan:
             deadline=self.deadline,
             vote_at=self.vote_at,
             model=self.model,
+            reference=item.reference,
         )
+
+    def principles_job(self) -> SamplingJob:
+        """The principle generator's job: the query and the responses (the paper's
+        conditioning), or the query alone in `separate-query` mode (reusable sets)."""
+        if self.item.principle_mode is PrincipleMode.SEPARATE_QUERY:
+            return self.job(responses=())
+        return self.job()
 
     def time_left(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now

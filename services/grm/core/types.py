@@ -14,8 +14,18 @@ class Aggregation(enum.StrEnum):
 
 
 class PrincipleMode(enum.StrEnum):
+    """Where principles come from: written with the critique in one generation (the paper),
+    generated first from the query and the responses (the paper's conditioning), or generated
+    first from the query alone (reusable across response sets and epochs)."""
+
     JOINT = "joint"
     SEPARATE = "separate"
+    SEPARATE_QUERY = "separate-query"
+
+    @property
+    def separate(self) -> bool:
+        """Whether a principle generator writes the principles before the critique."""
+        return self is not PrincipleMode.JOINT
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,14 @@ class Context:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How one sample is decoded. The defaults are the paper's, for a served engine; the
+    embedded model's profile (grm.core.decoding) differs."""
+
     temperature: float = 0.5
     top_p: float = 1.0
-    max_new_tokens: int = 256
-    grammar: bool = True
+    max_new_tokens: int = 1024  # the paper's judgements run ~260-380 tokens, with a long tail
+    grammar: bool = False  # constrain the output to end in a score line (the paper uses none)
+    force_scores: bool = False  # a sample cut at max_new_tokens gets a forced score line
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,7 @@ class ScoreItem:
     principle_mode: PrincipleMode = PrincipleMode.JOINT
     latency_budget_ms: int = 0
     request_id: str = ""
+    reference: str = ""  # a reference answer the prompt shows (reference-guided scoring)
 
 
 class ScoreStatus(enum.StrEnum):

@@ -8,8 +8,10 @@ the field by its path in the request message (`k`, `responses[2]`, `sampling.tem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from grm.core.decoding import sampling_defaults
 from grm.core.errors import InvalidArgumentError
 from grm.core.types import (
     Aggregation,
@@ -37,17 +39,26 @@ class Limits:
     max_principles_chars: int = field(
         default=16_000, metadata={"help": "longest caller-given principles"}
     )
+    max_reference_chars: int = field(default=32_000, metadata={"help": "longest reference answer"})
 
 
 @dataclass(frozen=True)
 class Defaults:
-    """Values used when a request leaves a field unset."""
+    """Values used when a request leaves a field unset (sampling: grm.core.decoding)."""
 
     k: int = 4
     aggregation: Aggregation = Aggregation.VOTE
     principle_mode: PrincipleMode = PrincipleMode.JOINT
     sampling: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> Defaults:
+        """Defaults with the sampling of a decoding profile (`served` or `embedded`);
+        `overrides` replace sampling fields (None: keep the profile's)."""
+        sampling = sampling_defaults(profile)
+        changed = {k: v for k, v in overrides.items() if v is not None}
+        return cls(sampling=replace(sampling, **changed))
 
 
 def check_encodable(text: str, field: str) -> None:
@@ -122,12 +133,20 @@ def check_responses(responses: Sequence[str], limits: Limits, *, required: bool 
         _check_text(response, f"responses[{i}]", limits.max_response_chars)
 
 
+def check_reference(reference: str, limits: Limits) -> str:
+    """A reference answer within the limits, stripped ("" = none)."""
+    if reference:
+        _check_text(reference, "reference", limits.max_reference_chars, allow_empty=True)
+    return reference.strip()
+
+
 def check_sampling(
     *,
     temperature: float | None = None,
     top_p: float | None = None,
     max_new_tokens: int | None = None,
     grammar: bool | None = None,
+    force_scores: bool | None = None,
     limits: Limits = Limits(),
     defaults: Defaults = Defaults(),
 ) -> SamplingParams:
@@ -152,6 +171,7 @@ def check_sampling(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         grammar=base.grammar if grammar is None else grammar,
+        force_scores=base.force_scores if force_scores is None else force_scores,
     )
 
 
@@ -169,9 +189,11 @@ def build_item(
     top_p: float | None = None,
     max_new_tokens: int | None = None,
     grammar: bool | None = None,
+    force_scores: bool | None = None,
     seed: int | None = None,
     latency_budget_ms: int = 0,
     request_id: str = "",
+    reference: str = "",
     limits: Limits = Limits(),
     defaults: Defaults = Defaults(),
 ) -> ScoreItem:
@@ -196,12 +218,14 @@ def build_item(
     if principles:
         _check_text(principles, "principles", limits.max_principles_chars)
     mode = principle_mode or defaults.principle_mode
+    reference = check_reference(reference, limits)
 
     sampling = check_sampling(
         temperature=0.0 if aggregation is Aggregation.GREEDY else temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         grammar=grammar,
+        force_scores=force_scores,
         limits=limits,
         defaults=defaults,
     )
@@ -224,4 +248,5 @@ def build_item(
         principle_mode=mode,
         latency_budget_ms=latency_budget_ms,
         request_id=request_id,
+        reference=reference,
     )

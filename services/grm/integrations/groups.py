@@ -10,6 +10,7 @@ order: a float, or the GrmError that item failed with (never a 0).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,29 @@ DEFAULT_BATCH_ITEMS = DEFAULT_MAX_BATCH_ITEMS  # the aggregator's default --max-
 
 @dataclass(frozen=True)
 class Group:
-    """One Score call: a query and the caller indices of its responses."""
+    """One Score call: a query and the caller indices of its responses (and the reference
+    answer they share, "" for none)."""
 
     query: Query
     indices: tuple[int, ...]
     responses: tuple[str, ...]
+    reference: str = ""
+
+
+def as_reference(value: Any) -> str:
+    """A reference answer from a framework's label (OpenRLHF `labels`, verl `ground_truth`, a
+    dataset column): text stays text; numbers, lists and mappings become their JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    value = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def as_query(prompt: Any) -> Query:
@@ -74,33 +93,51 @@ def _text(content: Any) -> str:
 
 
 def plan_groups(
-    queries: Sequence[Query], responses: Sequence[str], *, group: bool, group_size: int
+    queries: Sequence[Query],
+    responses: Sequence[str],
+    *,
+    group: bool,
+    group_size: int,
+    references: Sequence[str] | None = None,
 ) -> list[Group]:
-    """Score calls for the pairs: by prompt (first-seen order, chunks of group_size) or one each."""
+    """Score calls for the pairs: by prompt and reference (first-seen order, chunks of
+    group_size) or one each. `references`: one reference answer per pair (None: none)."""
     if len(queries) != len(responses):
         raise InvalidArgumentError(
             f"{len(queries)} prompts but {len(responses)} responses; they must pair up"
+        )
+    refs = list(references) if references is not None else [""] * len(queries)
+    if len(refs) != len(queries):
+        raise InvalidArgumentError(
+            f"{len(refs)} references for {len(queries)} prompts; they must pair up"
         )
     if group_size < 1:
         raise InvalidArgumentError(f"group_size must be at least 1, not {group_size}")
     if not group:
         return [
-            Group(q, (i,), (r,)) for i, (q, r) in enumerate(zip(queries, responses, strict=True))
+            Group(q, (i,), (r,), ref)
+            for i, (q, r, ref) in enumerate(zip(queries, responses, refs, strict=True))
         ]
-    by_query: dict[Query, list[int]] = {}
-    for i, q in enumerate(queries):
-        by_query.setdefault(q, []).append(i)
+    by_query: dict[tuple[Query, str], list[int]] = {}
+    for i, key in enumerate(zip(queries, refs, strict=True)):
+        by_query.setdefault(key, []).append(i)
     out = []
-    for q, indices in by_query.items():
+    for (q, ref), indices in by_query.items():
         for start in range(0, len(indices), group_size):
             chunk = tuple(indices[start : start + group_size])
-            out.append(Group(q, chunk, tuple(responses[i] for i in chunk)))
+            out.append(Group(q, chunk, tuple(responses[i] for i in chunk), ref))
     return out
 
 
 def requests(groups: Sequence[Group], fields: Mapping[str, Any]) -> list[dict[str, Any]]:
     """score_batch items (score() keywords) for the groups."""
-    return [{"query": g.query, "responses": list(g.responses), **fields} for g in groups]
+    out = []
+    for g in groups:
+        item = {"query": g.query, "responses": list(g.responses), **fields}
+        if g.reference:
+            item["reference"] = g.reference
+        out.append(item)
+    return out
 
 
 def spread(groups: Sequence[Group], outcomes: Sequence[BatchOutcome], n: int) -> list[ItemOutcome]:

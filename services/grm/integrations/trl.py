@@ -9,6 +9,9 @@ per completion, or None where the function has no reward (TRL ignores None; with
 function None for a row it warns and that row gets NaN). Prompts and completions are strings,
 or conversations (lists of {"role", "content"}) in conversational datasets.
 
+With `reference_column="answer"` (any dataset column), that column's value of each row is
+passed to the judge as the reference answer (reference-guided scoring); off by default.
+
 Completions of the same prompt (the G generations of a GRPO group, which TRL passes repeated)
 are scored together: one multi-response Score per `group_size` of them (keep it at most the
 server's --max-responses, 16 by default); `group=False` scores each alone. A completion whose
@@ -28,12 +31,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from grm.client import AsyncGrmClient, GrmClient
-from grm.core.errors import GrmError
+from grm.core.errors import GrmError, InvalidArgumentError
 from grm.integrations.groups import (
     DEFAULT_BATCH_ITEMS,
     DEFAULT_GROUP_SIZE,
     ItemOutcome,
     as_query,
+    as_reference,
     as_response,
     plan_groups,
     score_groups,
@@ -45,6 +49,19 @@ log = logging.getLogger(__name__)
 
 RewardFunc = Callable[..., list[float | None]]
 AsyncRewardFunc = Callable[..., Awaitable[list[float | None]]]
+
+
+def _references(column: str | None, n: int, kwargs: dict[str, Any]) -> list[str] | None:
+    """The reference answers of a call from the dataset column TRL passed (None: off)."""
+    if column is None:
+        return None
+    values = kwargs.get(column)
+    if values is None or len(values) != n:
+        raise InvalidArgumentError(
+            f"reference_column {column!r}: TRL passed no such column with {n} values "
+            f"(columns: {sorted(kwargs)})"
+        )
+    return [as_reference(v) for v in values]
 
 
 def _rewards(outcomes: Sequence[ItemOutcome], name: str) -> list[float | None]:
@@ -69,11 +86,13 @@ def grm_reward_func(
     batch_items: int = DEFAULT_BATCH_ITEMS,
     timeout: float | None = 600.0,
     name: str = "grm",
+    reference_column: str | None = None,
     **score_fields: Any,
 ) -> RewardFunc:
     """A TRL reward function over the suite at `target` (or an existing `client`).
 
-    `score_fields` go into every Score (k, k_meta, aggregation, temperature, ...).
+    `score_fields` go into every Score (k, k_meta, aggregation, temperature, ...);
+    `reference_column` names the dataset column holding each row's reference answer.
     """
     if client is None and target is None:
         raise ValueError("give the aggregator's address (target) or a GrmClient")
@@ -92,7 +111,10 @@ def grm_reward_func(
     ) -> list[float | None]:
         queries = [as_query(p) for p in prompts]
         responses = [as_response(c) for c in completions]
-        groups = plan_groups(queries, responses, group=group, group_size=group_size)
+        refs = _references(reference_column, len(responses), kwargs)
+        groups = plan_groups(
+            queries, responses, group=group, group_size=group_size, references=refs
+        )
         c = get_client()
         outcomes = score_groups(
             lambda items: c.score_batch(items, timeout=timeout),
@@ -115,6 +137,7 @@ def grm_reward_func_async(
     batch_items: int = DEFAULT_BATCH_ITEMS,
     timeout: float | None = 600.0,
     name: str = "grm",
+    reference_column: str | None = None,
     **score_fields: Any,
 ) -> AsyncRewardFunc:
     """As grm_reward_func, an `async def`; the ScoreBatch calls run concurrently."""
@@ -126,7 +149,10 @@ def grm_reward_func_async(
     ) -> list[float | None]:
         queries = [as_query(p) for p in prompts]
         responses = [as_response(c) for c in completions]
-        groups = plan_groups(queries, responses, group=group, group_size=group_size)
+        refs = _references(reference_column, len(responses), kwargs)
+        groups = plan_groups(
+            queries, responses, group=group, group_size=group_size, references=refs
+        )
         loop = asyncio.get_running_loop()
         c = clients.get(loop)
         if c is None:

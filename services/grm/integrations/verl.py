@@ -10,8 +10,9 @@ verl calls `compute_score(data_source, solution_str, ground_truth, extra_info=No
 response and uses the float it returns. `solution_str` is the response only, so the prompt
 must come from `extra_info` — its "query", "question", "prompt" or "problem" entry (verl's
 data preprocessing scripts put the question there; a chat prompt as a list of
-{"role", "content"} works too). `ground_truth` is not shown to the GRM (it judges without a
-reference). The reward is the suite's mean score on the 1–10 scale.
+{"role", "content"} works too). `ground_truth` is shown to the judge as the reference answer
+when `configure(use_ground_truth=True)` (reference-guided scoring; off by default: the GRM
+then judges without a reference). The reward is the suite's mean score on the 1–10 scale.
 
 verl has no "no reward" value, so a failure raises `GrmRewardError` (with the cause) rather than
 returning 0, which would be a real reward. The address comes from `configure(target=...)`
@@ -34,6 +35,7 @@ from grm.integrations.groups import (
     DEFAULT_GROUP_SIZE,
     Query,
     as_query,
+    as_reference,
     plan_groups,
     score_groups,
     spread,
@@ -48,7 +50,13 @@ class GrmRewardError(RuntimeError):
 
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"target": None, "client": None, "fields": {}, "timeout": 600.0}
+_state: dict[str, Any] = {
+    "target": None,
+    "client": None,
+    "fields": {},
+    "timeout": 600.0,
+    "use_ground_truth": False,
+}
 
 
 def configure(
@@ -56,9 +64,11 @@ def configure(
     *,
     timeout: float | None = 600.0,
     group_size: int = DEFAULT_GROUP_SIZE,
+    use_ground_truth: bool = False,
     **score_fields: Any,
 ) -> None:
-    """Set the aggregator address and Score options (k, aggregation, ...) for compute_score."""
+    """Set the aggregator address and Score options (k, aggregation, ...) for compute_score;
+    `use_ground_truth` shows each response's ground_truth to the judge as its reference."""
     with _lock:
         if _state["client"] is not None:
             _state["client"].close()
@@ -68,6 +78,7 @@ def configure(
             fields=dict(score_fields),
             timeout=timeout,
             group_size=group_size,
+            use_ground_truth=use_ground_truth,
         )
 
 
@@ -106,6 +117,8 @@ def compute_score(
     """verl's custom reward: the suite's reward for one response; raises GrmRewardError."""
     query = query_of(extra_info)
     fields = dict(_state["fields"])
+    if _state["use_ground_truth"] and (reference := as_reference(ground_truth)):
+        fields["reference"] = reference
     try:
         result = _client().score(query, [solution_str], timeout=_state["timeout"], **fields)
     except GrmError as exc:
@@ -122,11 +135,13 @@ def compute_score_batch(
 ) -> list[float]:
     """verl's batch reward manager contract; responses of one prompt scored together."""
     queries = [query_of(e) for e in extra_infos]
+    references = [as_reference(g) for g in ground_truths] if _state["use_ground_truth"] else None
     groups = plan_groups(
         queries,
         list(solution_strs),
         group=True,
         group_size=_state.get("group_size", DEFAULT_GROUP_SIZE),
+        references=references,
     )
     client = _client()
     outcomes = score_groups(

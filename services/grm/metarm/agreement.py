@@ -15,6 +15,11 @@ class AgreementMetaRM(MetaRM):
     name = "agreement"
 
     async def score(
-        self, context: Context, responses: Sequence[str], samples: Sequence[Sample]
+        self,
+        context: Context,
+        responses: Sequence[str],
+        samples: Sequence[Sample],
+        *,
+        reference: str = "",
     ) -> list[float]:
         return list(agreement_scores([s.scores or () for s in samples]))

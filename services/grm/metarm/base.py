@@ -15,6 +15,12 @@ class MetaRM(abc.ABC):
 
     @abc.abstractmethod
     async def score(
-        self, context: Context, responses: Sequence[str], samples: Sequence[Sample]
+        self,
+        context: Context,
+        responses: Sequence[str],
+        samples: Sequence[Sample],
+        *,
+        reference: str = "",
     ) -> list[float]:
-        """One real number per sample (samples are valid; responses in caller order)."""
+        """One real number per sample (samples are valid; responses in caller order;
+        `reference`: the reference answer the samples' prompts showed, "" for none)."""

@@ -18,11 +18,16 @@ def make_meta_rm(
     url: str | None = None,
     model: str = "",
     label: str | None = None,
+    chat_template: str | None = None,
 ) -> MetaRM | None:
     """A meta RM by name; None disables meta-vote.
 
-    `llm` asks `backend` for P("Yes"); `http` posts to `url` (vLLM /classify or TEI
-    /predict); `agreement` needs neither (a heuristic, not the paper's trained meta RM).
+    `http` is the paper's meta RM: a trained pointwise scalar RM (e.g. trained on `grm
+    spct-data`'s meta_rm.jsonl) served by vLLM (/pooling, /classify) or TEI (/predict, with
+    its `chat_template`). `llm` asks `backend` for P("Yes") (a zero-shot stand-in).
+    `agreement` — the services' default — needs no model: the suite ships no trained meta RM,
+    and a heuristic that keeps the samples agreeing with the consensus is the one choice that
+    needs no extra model; set `http` once a trained meta RM is served.
     """
     if not name or name == "none":
         return None
@@ -40,5 +45,5 @@ def make_meta_rm(
             raise ValueError("the http meta RM needs a URL (--meta-rm-url)")
         from grm.metarm.http import HttpMetaRM
 
-        return HttpMetaRM(url, templates, model=model, label=label)
+        return HttpMetaRM(url, templates, model=model, label=label, chat_template=chat_template)
     raise ValueError(f"unknown meta RM {name!r}; choose from {', '.join(META_RMS)} or none")

@@ -1,16 +1,25 @@
-"""The HTTP meta RM: a scalar classifier behind an HTTP endpoint.
+"""The HTTP meta RM: a served scalar reward model scores each sample's (GRM prompt, output).
 
-Two response shapes are understood, chosen by the URL's path:
-- vLLM `/classify` (also SGLang `/v1/classify`): request `{"model", "input": [texts]}`,
-  response `{"data": [{"index", "label", "probs": [...], "num_classes"}]}`; the meta score is
-  `probs[class_index]` (default the last class: the only one of a one-logit reward model,
-  the positive one of a binary classifier).
-- text-embeddings-inference `/predict`: request `{"inputs": text}` (one call per sample),
-  response `[{"label", "score"}, ...]`; the meta score is the score of `label`, or of the
-  only label.
+The input is the paper's meta RM input (grm.metarm.inputs.meta_messages: the GRM prompt as the
+user turn, the GRM's raw output as the assistant reply), rendered in the meta RM's own chat
+template. The endpoint's path says which API it speaks, as the engines serve reward models:
 
-The text sent is the meta prompt (system + user) for the sample. Uses the standard library
-(urllib in a worker thread): no extra HTTP dependency for one POST per scoring.
+- vLLM `/pooling` (Pooling API, `vllm serve <reward model> --runner pooling`): one request per
+  sample, `{"model", "messages"}` — the server applies the model's chat template — and the
+  reply `{"data": [{"index", "data": ...}]}`, whose `data` is the reward (a list with one value
+  per class; a token-level reward model returns one list per token, of which the last counts).
+- vLLM `/classify` (Classification API, a sequence-classification reward model): the same
+  `{"model", "messages"}` request; the reply's `data[0].probs[class_index]` is the score
+  (default the last class: the only one of a one-logit reward model).
+- TEI `/predict` (text-embeddings-inference, a sequence-classification model): TEI takes text,
+  not messages, so the pair is rendered here with the meta RM's chat template
+  (`chat_template`, from its tokenizer_config.json) and sent as `{"inputs": text}`; the reply
+  `[{"label", "score"}, ...]` gives the score of `label`, or of the only label.
+
+With `chat_template` set, `/pooling` and `/classify` also get the rendered text (`{"input":
+text}`), for engines that take only text (SGLang's `/v1/classify`). vLLM's `/score` API pairs
+two texts for cross-encoders; a pointwise reward model reads one conversation, so it is not
+used. Standard library HTTP (urllib in worker threads): one POST per sample, concurrently.
 """
 
 from __future__ import annotations
@@ -23,24 +32,28 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
+from grm.backends.chat_template import compile_chat_template, render_chat
 from grm.core.errors import BackendError
 from grm.core.templates import TemplateSet
 from grm.core.types import Context, Sample
 from grm.metarm.base import MetaRM
-from grm.metarm.llm import meta_messages
+from grm.metarm.inputs import meta_messages
+
+APIS = ("pooling", "classify", "predict")
 
 
 def _api_of(url: str) -> str:
     path = urlparse(url).path.rstrip("/")
-    if path.endswith("/classify"):
-        return "classify"
-    if path.endswith("/predict"):
-        return "predict"
-    raise ValueError(f"meta RM URL {url!r} must end in /classify (vLLM) or /predict (TEI)")
+    for api in APIS:
+        if path.endswith(f"/{api}"):
+            return api
+    raise ValueError(
+        f"meta RM URL {url!r} must end in /pooling or /classify (vLLM) or /predict (TEI)"
+    )
 
 
 class HttpMetaRM(MetaRM):
-    """Meta score from a vLLM `/classify` or TEI `/predict` endpoint."""
+    """Meta score from a vLLM `/pooling` or `/classify`, or a TEI `/predict` endpoint."""
 
     name = "http"
 
@@ -53,31 +66,55 @@ class HttpMetaRM(MetaRM):
         label: str | None = None,
         class_index: int = -1,
         timeout_s: float = 30.0,
+        chat_template: str | None = None,
+        bos_token: str = "",
+        eos_token: str = "",
     ) -> None:
         self.url = url
         self.api = _api_of(url)
+        if self.api == "predict" and not chat_template:
+            raise ValueError(
+                "TEI /predict takes text: give the meta RM's chat template "
+                "(--meta-rm-chat-template, from its tokenizer_config.json)"
+            )
         self.templates = templates
         self.model = model
         self.label = label
         self.class_index = class_index
         self.timeout_s = timeout_s
+        self._template = compile_chat_template(chat_template) if chat_template else None
+        self._tokens = {"bos_token": bos_token, "eos_token": eos_token}
 
-    def _text(self, context: Context, responses: Sequence[str], sample: Sample) -> str:
-        return "\n\n".join(
-            m["content"] for m in meta_messages(self.templates, context, responses, sample)
-        )
+    def body(
+        self, context: Context, responses: Sequence[str], sample: Sample, reference: str = ""
+    ) -> dict[str, Any]:
+        """The request body for one sample (what goes on the wire)."""
+        messages = meta_messages(self.templates, context, responses, sample, reference)
+        if self._template is not None:
+            text = render_chat(
+                self._template, messages, add_generation_prompt=False, **self._tokens
+            )
+            body: dict[str, Any] = {"inputs" if self.api == "predict" else "input": text}
+        else:
+            body = {"messages": messages}
+        if self.model and self.api != "predict":
+            body["model"] = self.model
+        return body
 
     async def score(
-        self, context: Context, responses: Sequence[str], samples: Sequence[Sample]
+        self,
+        context: Context,
+        responses: Sequence[str],
+        samples: Sequence[Sample],
+        *,
+        reference: str = "",
     ) -> list[float]:
-        texts = [self._text(context, responses, s) for s in samples]
-        if self.api == "classify":
-            body: dict[str, Any] = {"input": texts}
-            if self.model:
-                body["model"] = self.model
-            return self._from_classify(await self._post(body), len(texts))
-        replies = await asyncio.gather(*(self._post({"inputs": t}) for t in texts))
-        return [self._from_predict(r) for r in replies]
+        bodies = [self.body(context, responses, s, reference) for s in samples]
+        replies = await asyncio.gather(*(self._post(b) for b in bodies))
+        read = {"pooling": self._from_pooling, "classify": self._from_classify}.get(
+            self.api, self._from_predict
+        )
+        return [read(r) for r in replies]
 
     async def _post(self, body: dict[str, Any]) -> Any:
         return await asyncio.to_thread(self._post_sync, body)
@@ -100,15 +137,22 @@ class HttpMetaRM(MetaRM):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BackendError(f"meta RM endpoint returned invalid JSON: {exc}") from exc
 
-    def _from_classify(self, reply: Any, n: int) -> list[float]:
+    def _from_pooling(self, reply: Any) -> float:
         try:
-            data = sorted(reply["data"], key=lambda d: d["index"])
-            out = [float(d["probs"][self.class_index]) for d in data]
+            data = reply["data"][0]["data"]
+            if isinstance(data, list) and data and isinstance(data[-1], list):
+                data = data[-1]  # token-level rewards: the last token's
+            value = data[self.class_index] if isinstance(data, list) else data
+            return float(value)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BackendError(f"unexpected /pooling response: {str(reply)[:200]}") from exc
+
+    def _from_classify(self, reply: Any) -> float:
+        try:
+            [first] = reply["data"]
+            return float(first["probs"][self.class_index])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise BackendError(f"unexpected /classify response: {str(reply)[:200]}") from exc
-        if len(out) != n:
-            raise BackendError(f"/classify returned {len(out)} results for {n} inputs")
-        return out
 
     def _from_predict(self, reply: Any) -> float:
         try:

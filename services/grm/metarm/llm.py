@@ -1,9 +1,10 @@
-"""The LLM meta RM: ask a generation model whether a sampled judgement is correct.
+"""The LLM meta RM: a generation model's P("Yes") that a sampled judgement is correct.
 
-The meta score is P("Yes") against "No" for the next token after the meta prompt
-(`TemplateSet.meta`), which shows the conversation, the responses in the order that sample
-saw them, and the sample's principles, analysis and scores (in that same order). With a
-general instruct model this is a zero-shot stand-in for the paper's trained meta RM.
+It reads the paper's meta RM input (grm.metarm.inputs: the GRM prompt as the user turn, the
+GRM's raw output as the assistant reply) followed by one user turn asking whether that
+judgement is correct (`TemplateSet.meta_question`); the meta score is P("Yes") against "No"
+for the next token. With a general instruct model this is a zero-shot stand-in for the
+paper's trained scalar meta RM (which the `http` meta RM serves).
 """
 
 from __future__ import annotations
@@ -12,29 +13,12 @@ import asyncio
 from collections.abc import Sequence
 
 from grm.backends.base import GenerationBackend
-from grm.core.sampling import apply_order
 from grm.core.templates import TemplateSet
 from grm.core.types import Context, Sample
 from grm.metarm.base import MetaRM
+from grm.metarm.inputs import judgement_text, meta_messages
 
-
-def judgement_text(sample: Sample) -> str:
-    """A sample's judgement as the model wrote it: criteria, analysis, scores in shown order."""
-    shown = [sample.scores[i] for i in sample.spec.order] if sample.scores else []
-    scores = ", ".join(str(s) for s in shown)
-    return (
-        f"Specific Criteria: {sample.principles.strip()}\n"
-        f"Analysis: {sample.critique.strip()}\n"
-        f"Scores: \\boxed{{{scores}}}"
-    )
-
-
-def meta_messages(
-    templates: TemplateSet, context: Context, responses: Sequence[str], sample: Sample
-) -> list[dict[str, str]]:
-    """The meta prompt for one sample (responses in the order that sample saw them)."""
-    shown = apply_order(responses, sample.spec.order)
-    return templates.meta(context, shown, judgement_text(sample))
+__all__ = ["LlmMetaRM", "judgement_text", "meta_messages"]
 
 
 class LlmMetaRM(MetaRM):
@@ -46,8 +30,20 @@ class LlmMetaRM(MetaRM):
         self.backend = backend
         self.templates = templates
 
+    def messages(
+        self, context: Context, responses: Sequence[str], sample: Sample, reference: str = ""
+    ) -> list[dict[str, str]]:
+        """The paper's pair, then the Yes/No question."""
+        pair = meta_messages(self.templates, context, responses, sample, reference)
+        return [*pair, {"role": "user", "content": self.templates.meta_question}]
+
     async def score(
-        self, context: Context, responses: Sequence[str], samples: Sequence[Sample]
+        self,
+        context: Context,
+        responses: Sequence[str],
+        samples: Sequence[Sample],
+        *,
+        reference: str = "",
     ) -> list[float]:
-        prompts = [meta_messages(self.templates, context, responses, s) for s in samples]
+        prompts = [self.messages(context, responses, s, reference) for s in samples]
         return list(await asyncio.gather(*(self.backend.yes_probability(p) for p in prompts)))

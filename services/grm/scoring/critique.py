@@ -57,10 +57,7 @@ class CritiqueSampler:
     def request_for(self, job: SamplingJob, spec: SampleSpec) -> GenerationRequest:
         """The generation request of one sample (its order, seed and principles)."""
         shown = apply_order(job.responses, spec.order)
-        if spec.principles:
-            messages = self.templates.critique(job.context, shown, spec.principles)
-        else:
-            messages = self.templates.joint(job.context, shown)
+        messages = self.templates.sample_prompt(job.context, shown, spec.principles, job.reference)
         params = job.params
         return GenerationRequest(
             messages=tuple(messages),
@@ -70,6 +67,7 @@ class CritiqueSampler:
             max_new_tokens=params.max_new_tokens,
             score_count=len(job.responses),
             grammar=params.grammar,
+            force_scores=params.force_scores,
             deadline=job.deadline,
             prefix_key=prefix_key(job.context),
         )
@@ -154,17 +152,31 @@ def prefix_key(context: Context) -> str:
     return digest.hexdigest()
 
 
+TRUNCATED_REASON = "truncated at max_new_tokens (finish reason length)"
+
+
 def to_sample(spec: SampleSpec, result: GenerationResult, n: int) -> Sample:
-    """Parse one generation into a Sample with scores in the caller's order."""
+    """Parse one generation into a Sample with scores in the caller's order.
+
+    A generation cut at max_new_tokens (finish reason `length`) is invalid whatever it holds:
+    its analysis is unfinished, so any list in it is not the judgement's final score (the
+    pipeline re-draws it with a new seed). `forced_scores` — a score line forced after a cut,
+    when the request asked for it — is parsed as usual.
+    """
     parsed = extract_scores(result.text, n)
-    scores = to_caller_order(parsed.scores, spec.order) if parsed.scores is not None else None
+    truncated = result.finish_reason == "length"
+    scores = (
+        to_caller_order(parsed.scores, spec.order)
+        if parsed.scores is not None and not truncated
+        else None
+    )
     return Sample(
         spec=spec,
         text=result.text,
         principles=spec.principles or parsed.principles,
         critique=parsed.critique,
         scores=scores,
-        invalid_reason=parsed.reason,
+        invalid_reason=TRUNCATED_REASON if truncated else parsed.reason,
         tokens_generated=result.tokens_generated,
         latency_ms=result.latency_ms,
         finish_reason=result.finish_reason,

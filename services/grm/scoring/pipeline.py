@@ -20,7 +20,6 @@ from grm.core.sampling import sample_spec
 from grm.core.types import (
     Aggregation,
     ModelInfo,
-    PrincipleMode,
     Sample,
     SampleSpec,
     ScoreItem,
@@ -106,14 +105,14 @@ class ScoringPipeline:
         item, k = plan.item, plan.k_planned
         if item.principles:
             return [item.principles] * k
-        if item.principle_mode is not PrincipleMode.SEPARATE:
+        if not item.principle_mode.separate:
             return [""] * k
         if self.principles is None:
             raise InvalidArgumentError(
                 "separate mode needs a principle generator", field="principle_mode"
             )
         with telemetry.stage("principles", **{"grm.principle_sets": k}):
-            sets = await self.principles.generate(plan.job(responses=()), k, item.seed)
+            sets = await self.principles.generate(plan.principles_job(), k, item.seed)
         return [s.text for s in sets]  # type: ignore[attr-defined]
 
     async def run(self, plan: RequestPlan) -> ScoreResult:
@@ -289,7 +288,9 @@ class ScoringPipeline:
             try:
                 assert self.meta_rm is not None
                 with telemetry.stage("meta_rm", **{"grm.samples": len(valid)}):
-                    scores = await self.meta_rm.score(item.context, item.responses, valid)
+                    scores = await self.meta_rm.score(
+                        item.context, item.responses, valid, reference=item.reference
+                    )
                 meta_scores = list(scores)
                 used = list(select_top(scores, plan.k_meta(len(valid))))
             except (TimeoutError, GrmError) as exc:

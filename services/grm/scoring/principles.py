@@ -30,7 +30,7 @@ class PrincipleGenerator:
     async def generate(self, job: SamplingJob, n: int, seed: int) -> list[PrincipleSet]:
         """n principle sets; set i uses the seed derived from (seed, i)."""
         params = job.params
-        messages = tuple(self.templates.principles(job.context, job.responses))
+        messages = tuple(self.templates.principles(job.context, job.responses, job.reference))
         seeds = [derive_seed(seed, i, purpose="principles") for i in range(n)]
         requests = [
             GenerationRequest(

@@ -28,9 +28,10 @@ from grm.backends import BACKEND_KINDS, make_backend
 from grm.backends.base import GenerationBackend
 from grm.backends.dialects import ENGINES, dialect
 from grm.backends.embedded import EmbeddedSettings
+from grm.core.decoding import profile_for_backend
 from grm.core.errors import UnavailableError
 from grm.core.templates import DEFAULT_TEMPLATE, TemplateSet, load_templates
-from grm.core.validation import Limits
+from grm.core.validation import Defaults, Limits
 from grm.rpc.health import Readiness, ReadinessWatcher
 from grm.rpc.options import (
     Option,
@@ -122,6 +123,12 @@ class BackendServiceSettings:
     log_level: str = "INFO"
     concurrency: int | None = None  # samplers: generations at once (None: backend capacity)
     openai_api_key: str | None = field(default=None, repr=False)  # read once at start-up
+
+    @property
+    def defaults(self) -> Defaults:
+        """Request defaults for callers that leave sampling fields unset: the decoding profile
+        of this service's backend (grm.core.decoding; the aggregator sends every field)."""
+        return Defaults.for_profile(profile_for_backend(self.backend.backend))
 
 
 _MODEL_FLAGS = ("model_path", "n_ctx", "n_threads")

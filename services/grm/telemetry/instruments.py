@@ -240,6 +240,10 @@ _REASONS = (
     ("sampler returned no sample", "sampler_error"),
     ("backend error", "backend_error"),
     ("no \\boxed", "no_score_list"),
+    ("does not end with a scores", "no_score_list"),
+    ("holds no", "no_score_list"),
+    ("not closed", "unclosed_score_list"),
+    ("truncated", "truncated"),
     ("empty score list", "no_score_list"),
     ("not an integer", "not_integer"),
 )

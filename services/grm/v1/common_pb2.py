@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13grm/v1/common.proto\x12\x06grm.v1\")\n\x08\x43hatTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xaa\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x14\n\x07grammar\x18\x04 \x01(\x08H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\n\n\x08_grammar\"]\n\nSampleSpec\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05order\x18\x04 \x03(\r\x12\x12\n\nprinciples\x18\x05 \x01(\t\"\xbf\x02\n\x06Sample\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.grm.v1.SampleSpec\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nprinciples\x18\x03 \x01(\t\x12\x10\n\x08\x63ritique\x18\x04 \x01(\t\x12\x0e\n\x06scores\x18\x05 \x03(\x05\x12\r\n\x05valid\x18\x06 \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x07 \x01(\t\x12\x17\n\nmeta_score\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cused_in_vote\x18\t \x01(\x08\x12\x18\n\x10tokens_generated\x18\n \x01(\r\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12\x14\n\x0c\x62\x61\x63kend_seed\x18\r \x01(\x04\x12\x0f\n\x07sampler\x18\x0e \x01(\tB\r\n\x0b_meta_score\"B\n\x0bSamplerLoad\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\"Z\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"R\n\x0bServiceInfo\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.grm.v1.ModelInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad*s\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GGREGATION_GREEDY\x10\x01\x12\x14\n\x10\x41GGREGATION_VOTE\x10\x02\x12\x19\n\x15\x41GGREGATION_META_VOTE\x10\x03*f\n\rPrincipleMode\x12\x1e\n\x1aPRINCIPLE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14PRINCIPLE_MODE_JOINT\x10\x01\x12\x1b\n\x17PRINCIPLE_MODE_SEPARATE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13grm/v1/common.proto\x12\x06grm.v1\")\n\x08\x43hatTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x14\n\x07grammar\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x19\n\x0c\x66orce_scores\x18\x05 \x01(\x08H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\n\n\x08_grammarB\x0f\n\r_force_scores\"]\n\nSampleSpec\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05order\x18\x04 \x03(\r\x12\x12\n\nprinciples\x18\x05 \x01(\t\"\xbf\x02\n\x06Sample\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.grm.v1.SampleSpec\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nprinciples\x18\x03 \x01(\t\x12\x10\n\x08\x63ritique\x18\x04 \x01(\t\x12\x0e\n\x06scores\x18\x05 \x03(\x05\x12\r\n\x05valid\x18\x06 \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x07 \x01(\t\x12\x17\n\nmeta_score\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cused_in_vote\x18\t \x01(\x08\x12\x18\n\x10tokens_generated\x18\n \x01(\r\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12\x14\n\x0c\x62\x61\x63kend_seed\x18\r \x01(\x04\x12\x0f\n\x07sampler\x18\x0e \x01(\tB\r\n\x0b_meta_score\"B\n\x0bSamplerLoad\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\"Z\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"R\n\x0bServiceInfo\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.grm.v1.ModelInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad*s\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GGREGATION_GREEDY\x10\x01\x12\x14\n\x10\x41GGREGATION_VOTE\x10\x02\x12\x19\n\x15\x41GGREGATION_META_VOTE\x10\x03*\x89\x01\n\rPrincipleMode\x12\x1e\n\x1aPRINCIPLE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14PRINCIPLE_MODE_JOINT\x10\x01\x12\x1b\n\x17PRINCIPLE_MODE_SEPARATE\x10\x02\x12!\n\x1dPRINCIPLE_MODE_SEPARATE_QUERY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grm.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGGREGATION']._serialized_start=927
-  _globals['_AGGREGATION']._serialized_end=1042
-  _globals['_PRINCIPLEMODE']._serialized_start=1044
-  _globals['_PRINCIPLEMODE']._serialized_end=1146
+  _globals['_AGGREGATION']._serialized_start=971
+  _globals['_AGGREGATION']._serialized_end=1086
+  _globals['_PRINCIPLEMODE']._serialized_start=1089
+  _globals['_PRINCIPLEMODE']._serialized_end=1226
   _globals['_CHATTURN']._serialized_start=31
   _globals['_CHATTURN']._serialized_end=72
   _globals['_SAMPLINGPARAMS']._serialized_start=75
-  _globals['_SAMPLINGPARAMS']._serialized_end=245
-  _globals['_SAMPLESPEC']._serialized_start=247
-  _globals['_SAMPLESPEC']._serialized_end=340
-  _globals['_SAMPLE']._serialized_start=343
-  _globals['_SAMPLE']._serialized_end=662
-  _globals['_SAMPLERLOAD']._serialized_start=664
-  _globals['_SAMPLERLOAD']._serialized_end=730
-  _globals['_MODELINFO']._serialized_start=732
-  _globals['_MODELINFO']._serialized_end=822
-  _globals['_DESCRIBEREQUEST']._serialized_start=824
-  _globals['_DESCRIBEREQUEST']._serialized_end=841
-  _globals['_SERVICEINFO']._serialized_start=843
-  _globals['_SERVICEINFO']._serialized_end=925
+  _globals['_SAMPLINGPARAMS']._serialized_end=289
+  _globals['_SAMPLESPEC']._serialized_start=291
+  _globals['_SAMPLESPEC']._serialized_end=384
+  _globals['_SAMPLE']._serialized_start=387
+  _globals['_SAMPLE']._serialized_end=706
+  _globals['_SAMPLERLOAD']._serialized_start=708
+  _globals['_SAMPLERLOAD']._serialized_end=774
+  _globals['_MODELINFO']._serialized_start=776
+  _globals['_MODELINFO']._serialized_end=866
+  _globals['_DESCRIBEREQUEST']._serialized_start=868
+  _globals['_DESCRIBEREQUEST']._serialized_end=885
+  _globals['_SERVICEINFO']._serialized_start=887
+  _globals['_SERVICEINFO']._serialized_end=969
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,7 @@ class PrincipleMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRINCIPLE_MODE_UNSPECIFIED: _ClassVar[PrincipleMode]
     PRINCIPLE_MODE_JOINT: _ClassVar[PrincipleMode]
     PRINCIPLE_MODE_SEPARATE: _ClassVar[PrincipleMode]
+    PRINCIPLE_MODE_SEPARATE_QUERY: _ClassVar[PrincipleMode]
 AGGREGATION_UNSPECIFIED: Aggregation
 AGGREGATION_GREEDY: Aggregation
 AGGREGATION_VOTE: Aggregation
@@ -26,6 +27,7 @@ AGGREGATION_META_VOTE: Aggregation
 PRINCIPLE_MODE_UNSPECIFIED: PrincipleMode
 PRINCIPLE_MODE_JOINT: PrincipleMode
 PRINCIPLE_MODE_SEPARATE: PrincipleMode
+PRINCIPLE_MODE_SEPARATE_QUERY: PrincipleMode
 
 class ChatTurn(_message.Message):
     __slots__ = ("role", "content")
@@ -36,16 +38,18 @@ class ChatTurn(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_p", "max_new_tokens", "grammar")
+    __slots__ = ("temperature", "top_p", "max_new_tokens", "grammar", "force_scores")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GRAMMAR_FIELD_NUMBER: _ClassVar[int]
+    FORCE_SCORES_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_p: float
     max_new_tokens: int
     grammar: bool
-    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., grammar: _Optional[bool] = ...) -> None: ...
+    force_scores: bool
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., grammar: _Optional[bool] = ..., force_scores: _Optional[bool] = ...) -> None: ...
 
 class SampleSpec(_message.Message):
     __slots__ = ("index", "attempt", "seed", "order", "principles")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from grm.v1 import common_pb2 as grm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15grm/v1/critique.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\xc9\x01\n\x0f\x43ritiqueRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12!\n\x05specs\x18\x04 \x03(\x0b\x32\x12.grm.v1.SampleSpec\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvote_in_ms\x18\x07 \x01(\r\"x\n\x10\x43ritiqueResponse\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"v\n\x0e\x43ritiqueUpdate\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"\r\n\x0bLoadRequest2\x80\x02\n\x0f\x43ritiqueService\x12;\n\x06Sample\x12\x17.grm.v1.CritiqueRequest\x1a\x18.grm.v1.CritiqueResponse\x12\x41\n\x0cSampleStream\x12\x17.grm.v1.CritiqueRequest\x1a\x16.grm.v1.CritiqueUpdate0\x01\x12\x33\n\x07GetLoad\x12\x13.grm.v1.LoadRequest\x1a\x13.grm.v1.SamplerLoad\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15grm/v1/critique.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\xdc\x01\n\x0f\x43ritiqueRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12!\n\x05specs\x18\x04 \x03(\x0b\x32\x12.grm.v1.SampleSpec\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvote_in_ms\x18\x07 \x01(\r\x12\x11\n\treference\x18\x08 \x01(\t\"x\n\x10\x43ritiqueResponse\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"v\n\x0e\x43ritiqueUpdate\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"\r\n\x0bLoadRequest2\x80\x02\n\x0f\x43ritiqueService\x12;\n\x06Sample\x12\x17.grm.v1.CritiqueRequest\x1a\x18.grm.v1.CritiqueResponse\x12\x41\n\x0cSampleStream\x12\x17.grm.v1.CritiqueRequest\x1a\x16.grm.v1.CritiqueUpdate0\x01\x12\x33\n\x07GetLoad\x12\x13.grm.v1.LoadRequest\x1a\x13.grm.v1.SamplerLoad\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grm.v1.critique_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CRITIQUEREQUEST']._serialized_start=55
-  _globals['_CRITIQUEREQUEST']._serialized_end=256
-  _globals['_CRITIQUERESPONSE']._serialized_start=258
-  _globals['_CRITIQUERESPONSE']._serialized_end=378
-  _globals['_CRITIQUEUPDATE']._serialized_start=380
-  _globals['_CRITIQUEUPDATE']._serialized_end=498
-  _globals['_LOADREQUEST']._serialized_start=500
-  _globals['_LOADREQUEST']._serialized_end=513
-  _globals['_CRITIQUESERVICE']._serialized_start=516
-  _globals['_CRITIQUESERVICE']._serialized_end=772
+  _globals['_CRITIQUEREQUEST']._serialized_end=275
+  _globals['_CRITIQUERESPONSE']._serialized_start=277
+  _globals['_CRITIQUERESPONSE']._serialized_end=397
+  _globals['_CRITIQUEUPDATE']._serialized_start=399
+  _globals['_CRITIQUEUPDATE']._serialized_end=517
+  _globals['_LOADREQUEST']._serialized_start=519
+  _globals['_LOADREQUEST']._serialized_end=532
+  _globals['_CRITIQUESERVICE']._serialized_start=535
+  _globals['_CRITIQUESERVICE']._serialized_end=791
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CritiqueRequest(_message.Message):
-    __slots__ = ("query", "turns", "responses", "specs", "sampling", "request_id", "vote_in_ms")
+    __slots__ = ("query", "turns", "responses", "specs", "sampling", "request_id", "vote_in_ms", "reference")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class CritiqueRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VOTE_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     query: str
     turns: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatTurn]
     responses: _containers.RepeatedScalarFieldContainer[str]
@@ -23,7 +24,8 @@ class CritiqueRequest(_message.Message):
     sampling: _common_pb2.SamplingParams
     request_id: str
     vote_in_ms: int
-    def __init__(self, query: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_common_pb2.ChatTurn, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., specs: _Optional[_Iterable[_Union[_common_pb2.SampleSpec, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., vote_in_ms: _Optional[int] = ...) -> None: ...
+    reference: str
+    def __init__(self, query: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_common_pb2.ChatTurn, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., specs: _Optional[_Iterable[_Union[_common_pb2.SampleSpec, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., vote_in_ms: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class CritiqueResponse(_message.Message):
     __slots__ = ("samples", "load", "model")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from grm.v1 import common_pb2 as grm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16grm/v1/principle.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\x98\x01\n\x10PrincipleRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\t\n\x01n\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.grm.v1.SamplingParams\"X\n\x0cPrincipleSet\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x03 \x01(\r\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"Y\n\x11PrincipleResponse\x12\"\n\x04sets\x18\x01 \x03(\x0b\x32\x14.grm.v1.PrincipleSet\x12 \n\x05model\x18\x02 \x01(\x0b\x32\x11.grm.v1.ModelInfo2\x97\x01\n\x10PrincipleService\x12I\n\x12GeneratePrinciples\x12\x18.grm.v1.PrincipleRequest\x1a\x19.grm.v1.PrincipleResponse\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16grm/v1/principle.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\xab\x01\n\x10PrincipleRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\t\n\x01n\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x11\n\treference\x18\x07 \x01(\t\"X\n\x0cPrincipleSet\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x03 \x01(\r\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"Y\n\x11PrincipleResponse\x12\"\n\x04sets\x18\x01 \x03(\x0b\x32\x14.grm.v1.PrincipleSet\x12 \n\x05model\x18\x02 \x01(\x0b\x32\x11.grm.v1.ModelInfo2\x97\x01\n\x10PrincipleService\x12I\n\x12GeneratePrinciples\x12\x18.grm.v1.PrincipleRequest\x1a\x19.grm.v1.PrincipleResponse\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grm.v1.principle_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRINCIPLEREQUEST']._serialized_start=56
-  _globals['_PRINCIPLEREQUEST']._serialized_end=208
-  _globals['_PRINCIPLESET']._serialized_start=210
-  _globals['_PRINCIPLESET']._serialized_end=298
-  _globals['_PRINCIPLERESPONSE']._serialized_start=300
-  _globals['_PRINCIPLERESPONSE']._serialized_end=389
-  _globals['_PRINCIPLESERVICE']._serialized_start=392
-  _globals['_PRINCIPLESERVICE']._serialized_end=543
+  _globals['_PRINCIPLEREQUEST']._serialized_end=227
+  _globals['_PRINCIPLESET']._serialized_start=229
+  _globals['_PRINCIPLESET']._serialized_end=317
+  _globals['_PRINCIPLERESPONSE']._serialized_start=319
+  _globals['_PRINCIPLERESPONSE']._serialized_end=408
+  _globals['_PRINCIPLESERVICE']._serialized_start=411
+  _globals['_PRINCIPLESERVICE']._serialized_end=562
 # @@protoc_insertion_point(module_scope)

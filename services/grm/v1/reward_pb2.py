@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from grm.v1 import common_pb2 as grm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13grm/v1/reward.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\x82\x03\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\x0e\n\x01k\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06k_meta\x18\x05 \x01(\rH\x01\x88\x01\x01\x12(\n\x0b\x61ggregation\x18\x06 \x01(\x0e\x32\x13.grm.v1.Aggregation\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\r\x12\x12\n\nprinciples\x18\x08 \x01(\t\x12-\n\x0eprinciple_mode\x18\t \x01(\x0e\x32\x15.grm.v1.PrincipleMode\x12(\n\x08sampling\x18\n \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x02\x88\x01\x01\x12\x17\n\x0finclude_samples\x18\x0c \x01(\x08\x12\x12\n\nrequest_id\x18\r \x01(\tB\x04\n\x02_kB\t\n\x07_k_metaB\x07\n\x05_seed\"X\n\x07Timings\x12\x10\n\x08total_ms\x18\x01 \x01(\x01\x12\x15\n\rprinciples_ms\x18\x02 \x01(\x01\x12\x13\n\x0bsampling_ms\x18\x03 \x01(\x01\x12\x0f\n\x07meta_ms\x18\x04 \x01(\x01\"\xd6\x03\n\rScoreResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x01\x12\r\n\x05votes\x18\x02 \x03(\x03\x12\x13\n\x0bk_requested\x18\x03 \x01(\r\x12\x0e\n\x06k_used\x18\x04 \x01(\r\x12\x0f\n\x07k_valid\x18\x05 \x01(\r\x12\x17\n\x0finvalid_samples\x18\x06 \x01(\r\x12#\n\x06status\x18\x07 \x01(\x0e\x32\x13.grm.v1.ScoreStatus\x12\x15\n\rstatus_detail\x18\x08 \x01(\t\x12\x0c\n\x04\x62\x65st\x18\t \x03(\r\x12\x0b\n\x03tie\x18\n \x01(\x08\x12(\n\x0b\x61ggregation\x18\x0b \x01(\x0e\x32\x13.grm.v1.Aggregation\x12\x1f\n\x07samples\x18\x0c \x03(\x0b\x32\x0e.grm.v1.Sample\x12 \n\x07timings\x18\r \x01(\x0b\x32\x0f.grm.v1.Timings\x12 \n\x05model\x18\x0e \x01(\x0b\x32\x11.grm.v1.ModelInfo\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x11\n\tk_planned\x18\x10 \x01(\r\x12!\n\x05\x63\x61\x63he\x18\x11 \x01(\x0b\x32\x12.grm.v1.CacheUsage\x12\x17\n\nbudget_met\x18\x12 \x01(\x08H\x00\x88\x01\x01\x42\r\n\x0b_budget_met\"\x8c\x01\n\nCacheUsage\x12\x12\n\nresult_hit\x18\x01 \x01(\x08\x12\x16\n\x0esamples_reused\x18\x02 \x01(\r\x12\x19\n\x11samples_generated\x18\x03 \x01(\r\x12\x19\n\x11principles_reused\x18\x04 \x01(\r\x12\x1c\n\x14principles_generated\x18\x05 \x01(\r\"8\n\x11ScoreBatchRequest\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.grm.v1.ScoreRequest\"9\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"h\n\x0eScoreBatchItem\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.grm.v1.ScoreResponseH\x00\x12\"\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x11.grm.v1.ItemErrorH\x00\x42\t\n\x07outcome\";\n\x12ScoreBatchResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.grm.v1.ScoreBatchItem*{\n\x0bScoreStatus\x12\x1c\n\x18SCORE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SCORE_STATUS_COMPLETE\x10\x01\x12\x18\n\x14SCORE_STATUS_PARTIAL\x10\x02\x12\x19\n\x15SCORE_STATUS_DEGRADED\x10\x03\x32\x8a\x01\n\rRewardService\x12\x34\n\x05Score\x12\x14.grm.v1.ScoreRequest\x1a\x15.grm.v1.ScoreResponse\x12\x43\n\nScoreBatch\x12\x19.grm.v1.ScoreBatchRequest\x1a\x1a.grm.v1.ScoreBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13grm/v1/reward.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\x95\x03\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\x0e\n\x01k\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06k_meta\x18\x05 \x01(\rH\x01\x88\x01\x01\x12(\n\x0b\x61ggregation\x18\x06 \x01(\x0e\x32\x13.grm.v1.Aggregation\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\r\x12\x12\n\nprinciples\x18\x08 \x01(\t\x12-\n\x0eprinciple_mode\x18\t \x01(\x0e\x32\x15.grm.v1.PrincipleMode\x12(\n\x08sampling\x18\n \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x02\x88\x01\x01\x12\x17\n\x0finclude_samples\x18\x0c \x01(\x08\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\x11\n\treference\x18\x0e \x01(\tB\x04\n\x02_kB\t\n\x07_k_metaB\x07\n\x05_seed\"X\n\x07Timings\x12\x10\n\x08total_ms\x18\x01 \x01(\x01\x12\x15\n\rprinciples_ms\x18\x02 \x01(\x01\x12\x13\n\x0bsampling_ms\x18\x03 \x01(\x01\x12\x0f\n\x07meta_ms\x18\x04 \x01(\x01\"\xd6\x03\n\rScoreResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x01\x12\r\n\x05votes\x18\x02 \x03(\x03\x12\x13\n\x0bk_requested\x18\x03 \x01(\r\x12\x0e\n\x06k_used\x18\x04 \x01(\r\x12\x0f\n\x07k_valid\x18\x05 \x01(\r\x12\x17\n\x0finvalid_samples\x18\x06 \x01(\r\x12#\n\x06status\x18\x07 \x01(\x0e\x32\x13.grm.v1.ScoreStatus\x12\x15\n\rstatus_detail\x18\x08 \x01(\t\x12\x0c\n\x04\x62\x65st\x18\t \x03(\r\x12\x0b\n\x03tie\x18\n \x01(\x08\x12(\n\x0b\x61ggregation\x18\x0b \x01(\x0e\x32\x13.grm.v1.Aggregation\x12\x1f\n\x07samples\x18\x0c \x03(\x0b\x32\x0e.grm.v1.Sample\x12 \n\x07timings\x18\r \x01(\x0b\x32\x0f.grm.v1.Timings\x12 \n\x05model\x18\x0e \x01(\x0b\x32\x11.grm.v1.ModelInfo\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x11\n\tk_planned\x18\x10 \x01(\r\x12!\n\x05\x63\x61\x63he\x18\x11 \x01(\x0b\x32\x12.grm.v1.CacheUsage\x12\x17\n\nbudget_met\x18\x12 \x01(\x08H\x00\x88\x01\x01\x42\r\n\x0b_budget_met\"\x8c\x01\n\nCacheUsage\x12\x12\n\nresult_hit\x18\x01 \x01(\x08\x12\x16\n\x0esamples_reused\x18\x02 \x01(\r\x12\x19\n\x11samples_generated\x18\x03 \x01(\r\x12\x19\n\x11principles_reused\x18\x04 \x01(\r\x12\x1c\n\x14principles_generated\x18\x05 \x01(\r\"8\n\x11ScoreBatchRequest\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.grm.v1.ScoreRequest\"9\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"h\n\x0eScoreBatchItem\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x15.grm.v1.ScoreResponseH\x00\x12\"\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x11.grm.v1.ItemErrorH\x00\x42\t\n\x07outcome\";\n\x12ScoreBatchResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.grm.v1.ScoreBatchItem*{\n\x0bScoreStatus\x12\x1c\n\x18SCORE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SCORE_STATUS_COMPLETE\x10\x01\x12\x18\n\x14SCORE_STATUS_PARTIAL\x10\x02\x12\x19\n\x15SCORE_STATUS_DEGRADED\x10\x03\x32\x8a\x01\n\rRewardService\x12\x34\n\x05Score\x12\x14.grm.v1.ScoreRequest\x1a\x15.grm.v1.ScoreResponse\x12\x43\n\nScoreBatch\x12\x19.grm.v1.ScoreBatchRequest\x1a\x1a.grm.v1.ScoreBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grm.v1.reward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCORESTATUS']._serialized_start=1431
-  _globals['_SCORESTATUS']._serialized_end=1554
+  _globals['_SCORESTATUS']._serialized_start=1450
+  _globals['_SCORESTATUS']._serialized_end=1573
   _globals['_SCOREREQUEST']._serialized_start=53
-  _globals['_SCOREREQUEST']._serialized_end=439
-  _globals['_TIMINGS']._serialized_start=441
-  _globals['_TIMINGS']._serialized_end=529
-  _globals['_SCORERESPONSE']._serialized_start=532
-  _globals['_SCORERESPONSE']._serialized_end=1002
-  _globals['_CACHEUSAGE']._serialized_start=1005
-  _globals['_CACHEUSAGE']._serialized_end=1145
-  _globals['_SCOREBATCHREQUEST']._serialized_start=1147
-  _globals['_SCOREBATCHREQUEST']._serialized_end=1203
-  _globals['_ITEMERROR']._serialized_start=1205
-  _globals['_ITEMERROR']._serialized_end=1262
-  _globals['_SCOREBATCHITEM']._serialized_start=1264
-  _globals['_SCOREBATCHITEM']._serialized_end=1368
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=1370
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=1429
-  _globals['_REWARDSERVICE']._serialized_start=1557
-  _globals['_REWARDSERVICE']._serialized_end=1695
+  _globals['_SCOREREQUEST']._serialized_end=458
+  _globals['_TIMINGS']._serialized_start=460
+  _globals['_TIMINGS']._serialized_end=548
+  _globals['_SCORERESPONSE']._serialized_start=551
+  _globals['_SCORERESPONSE']._serialized_end=1021
+  _globals['_CACHEUSAGE']._serialized_start=1024
+  _globals['_CACHEUSAGE']._serialized_end=1164
+  _globals['_SCOREBATCHREQUEST']._serialized_start=1166
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1222
+  _globals['_ITEMERROR']._serialized_start=1224
+  _globals['_ITEMERROR']._serialized_end=1281
+  _globals['_SCOREBATCHITEM']._serialized_start=1283
+  _globals['_SCOREBATCHITEM']._serialized_end=1387
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=1389
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1448
+  _globals['_REWARDSERVICE']._serialized_start=1576
+  _globals['_REWARDSERVICE']._serialized_end=1714
 # @@protoc_insertion_point(module_scope)

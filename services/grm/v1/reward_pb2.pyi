@@ -20,7 +20,7 @@ SCORE_STATUS_PARTIAL: ScoreStatus
 SCORE_STATUS_DEGRADED: ScoreStatus
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("query", "turns", "responses", "k", "k_meta", "aggregation", "latency_budget_ms", "principles", "principle_mode", "sampling", "seed", "include_samples", "request_id")
+    __slots__ = ("query", "turns", "responses", "k", "k_meta", "aggregation", "latency_budget_ms", "principles", "principle_mode", "sampling", "seed", "include_samples", "request_id", "reference")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class ScoreRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     query: str
     turns: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatTurn]
     responses: _containers.RepeatedScalarFieldContainer[str]
@@ -47,7 +48,8 @@ class ScoreRequest(_message.Message):
     seed: int
     include_samples: bool
     request_id: str
-    def __init__(self, query: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_common_pb2.ChatTurn, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., k_meta: _Optional[int] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., latency_budget_ms: _Optional[int] = ..., principles: _Optional[str] = ..., principle_mode: _Optional[_Union[_common_pb2.PrincipleMode, str]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., include_samples: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    reference: str
+    def __init__(self, query: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[_common_pb2.ChatTurn, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., k_meta: _Optional[int] = ..., aggregation: _Optional[_Union[_common_pb2.Aggregation, str]] = ..., latency_budget_ms: _Optional[int] = ..., principles: _Optional[str] = ..., principle_mode: _Optional[_Union[_common_pb2.PrincipleMode, str]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., include_samples: _Optional[bool] = ..., request_id: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("total_ms", "principles_ms", "sampling_ms", "meta_ms")

@@ -12,7 +12,7 @@ from grm.core.types import (
     SampleSpec,
     SamplingParams,
 )
-from grm.core.validation import Defaults, Limits, build_context, check_responses
+from grm.core.validation import Defaults, Limits, build_context, check_reference, check_responses
 from grm.rpc.convert.messages import (
     context_to_pb,
     sampling_from_pb,
@@ -31,6 +31,7 @@ def critique_request(
     params: SamplingParams,
     *,
     request_id: str = "",
+    reference: str = "",
 ) -> critique_pb2.CritiqueRequest:
     query, turns = context_to_pb(context)
     return critique_pb2.CritiqueRequest(
@@ -40,13 +41,15 @@ def critique_request(
         specs=[spec_to_pb(s) for s in specs],
         sampling=sampling_to_pb(params),
         request_id=request_id,
+        reference=reference,
     )
 
 
 def critique_call(
     request: critique_pb2.CritiqueRequest, limits: Limits, defaults: Defaults
-) -> tuple[Context, tuple[str, ...], list[SampleSpec], SamplingParams]:
-    """Validate a CritiqueRequest into CritiqueSampler.sample arguments."""
+) -> tuple[Context, tuple[str, ...], list[SampleSpec], SamplingParams, str]:
+    """Validate a CritiqueRequest into CritiqueSampler.sample arguments (the last: the
+    reference answer, "" for none)."""
     context = build_context(request.query, turns_from_pb(request.turns), limits)
     responses = tuple(request.responses)
     check_responses(responses, limits, required=True)
@@ -71,7 +74,14 @@ def critique_call(
                 field=f"specs[{i}].principles",
             )
         specs.append(spec)
-    return context, responses, specs, sampling_from_pb(request.sampling, limits, defaults)
+    reference = check_reference(request.reference, limits)
+    return (
+        context,
+        responses,
+        specs,
+        sampling_from_pb(request.sampling, limits, defaults),
+        reference,
+    )
 
 
 def load_to_pb(in_flight: int, queued: int, capacity: int) -> common_pb2.SamplerLoad:

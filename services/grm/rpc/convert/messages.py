@@ -30,6 +30,7 @@ AGG_FROM_PB = {v: k for k, v in AGG_TO_PB.items()}
 MODE_TO_PB = {
     PrincipleMode.JOINT: common_pb2.PRINCIPLE_MODE_JOINT,
     PrincipleMode.SEPARATE: common_pb2.PRINCIPLE_MODE_SEPARATE,
+    PrincipleMode.SEPARATE_QUERY: common_pb2.PRINCIPLE_MODE_SEPARATE_QUERY,
 }
 MODE_FROM_PB = {v: k for k, v in MODE_TO_PB.items()}
 STATUS_TO_PB = {
@@ -81,6 +82,7 @@ def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
         top_p=params.top_p,
         max_new_tokens=params.max_new_tokens,
         grammar=params.grammar,
+        force_scores=params.force_scores,
     )
 
 
@@ -95,6 +97,8 @@ def sampling_fields(msg: common_pb2.SamplingParams) -> dict[str, Any]:
         out["max_new_tokens"] = msg.max_new_tokens
     if msg.HasField("grammar"):
         out["grammar"] = msg.grammar
+    if msg.HasField("force_scores"):
+        out["force_scores"] = msg.force_scores
     return out
 
 

@@ -11,14 +11,19 @@ from grm.core.types import (
     Context,
     SamplingParams,
 )
-from grm.core.validation import Defaults, Limits, build_context, check_responses
+from grm.core.validation import Defaults, Limits, build_context, check_reference, check_responses
 from grm.rpc.convert.messages import context_to_pb, sampling_from_pb, sampling_to_pb, turns_from_pb
 from grm.scoring.principles import PrincipleSet
 from grm.v1 import principle_pb2
 
 
 def principle_request(
-    context: Context, responses: Sequence[str], n: int, seed: int, params: SamplingParams
+    context: Context,
+    responses: Sequence[str],
+    n: int,
+    seed: int,
+    params: SamplingParams,
+    reference: str = "",
 ) -> principle_pb2.PrincipleRequest:
     query, turns = context_to_pb(context)
     return principle_pb2.PrincipleRequest(
@@ -28,13 +33,15 @@ def principle_request(
         n=n,
         seed=seed,
         sampling=sampling_to_pb(params),
+        reference=reference,
     )
 
 
 def principle_call(
     request: principle_pb2.PrincipleRequest, limits: Limits, defaults: Defaults
-) -> tuple[Context, tuple[str, ...], int, int, SamplingParams]:
-    """Validate a PrincipleRequest into PrincipleGenerator.generate arguments."""
+) -> tuple[Context, tuple[str, ...], int, int, SamplingParams, str]:
+    """Validate a PrincipleRequest into PrincipleGenerator.generate arguments (the last: the
+    reference answer, "" for none)."""
     context = build_context(request.query, turns_from_pb(request.turns), limits)
     responses = tuple(request.responses)
     check_responses(responses, limits, required=False)
@@ -44,7 +51,7 @@ def principle_call(
     if request.seed >= 2**63:
         raise InvalidArgumentError("must be in [0, 2^63)", field="seed")
     params = sampling_from_pb(request.sampling, limits, defaults)
-    return context, responses, n, request.seed, params
+    return context, responses, n, request.seed, params, check_reference(request.reference, limits)
 
 
 def principle_sets_to_pb(sets: Sequence[PrincipleSet]) -> list[principle_pb2.PrincipleSet]:

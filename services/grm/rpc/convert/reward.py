@@ -48,6 +48,7 @@ def score_request_fields(request: reward_pb2.ScoreRequest) -> dict[str, Any]:
         "seed": request.seed if request.HasField("seed") else None,
         "latency_budget_ms": request.latency_budget_ms,
         "request_id": request.request_id,
+        "reference": request.reference,
     }
     fields.update(sampling_fields(request.sampling))
     return fields
@@ -66,18 +67,21 @@ def score_request(
     top_p: float | None = None,
     max_new_tokens: int | None = None,
     grammar: bool | None = None,
+    force_scores: bool | None = None,
     seed: int | None = None,
     latency_budget_ms: int = 0,
     include_samples: bool = False,
     request_id: str = "",
+    reference: str = "",
 ) -> reward_pb2.ScoreRequest:
-    """A ScoreRequest from Python values; `query` may be a string or chat turns.
+    """A ScoreRequest from Python values; `query` may be a string or chat turns; `reference`
+    is an optional reference answer the judge is shown.
 
     Text that cannot be encoded (a lone surrogate) is an InvalidArgumentError naming its
     field, as the server would answer, never a raw UnicodeEncodeError from protobuf.
     """
     texts: list[tuple[str, Any]] = [(f"responses[{i}]", r) for i, r in enumerate(responses)]
-    texts += [("principles", principles), ("request_id", request_id)]
+    texts += [("principles", principles), ("request_id", request_id), ("reference", reference)]
     if isinstance(query, str):
         texts.append(("query", query))
     else:
@@ -93,6 +97,7 @@ def score_request(
         latency_budget_ms=latency_budget_ms,
         include_samples=include_samples,
         request_id=request_id,
+        reference=reference or "",
     )
     if isinstance(query, str):
         msg.query = query
@@ -115,6 +120,7 @@ def score_request(
         ("top_p", top_p),
         ("max_new_tokens", max_new_tokens),
         ("grammar", grammar),
+        ("force_scores", force_scores),
     ):
         if value is not None:
             setattr(msg.sampling, name, value)
@@ -137,6 +143,7 @@ def item_to_request(item: ScoreItem, *, include_samples: bool = False) -> reward
         seed=item.seed,
         include_samples=include_samples,
         request_id=item.request_id,
+        reference=item.reference,
     )
     if item.aggregation is Aggregation.META_VOTE:
         msg.k_meta = item.k_meta  # only meaningful (and only accepted) with meta-vote

@@ -45,6 +45,7 @@ from grm.integrations.groups import (
     DEFAULT_BATCH_ITEMS,
     DEFAULT_GROUP_SIZE,
     Group,
+    as_reference,
     plan_groups,
     score_groups_async,
 )
@@ -65,6 +66,7 @@ class HttpRmSettings:
     strip: tuple[str, ...] = ()  # tokens removed from the ends of queries and prompts
     tls: ServerTls | None = None  # HTTPS with the gRPC port's certificate (None: plain HTTP)
     token: TokenSource | None = None  # the bearer token /get_reward requires (None: none)
+    labels_as_reference: bool = False  # show each query's label to the judge as its reference
 
 
 def split_query(query: str, prompt: str, strip: Sequence[str] = ()) -> str:
@@ -115,6 +117,17 @@ def parse_body(body: Any, strip: Sequence[str] = ()) -> tuple[list[str], list[st
         except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"prompts[{i}] is not part of query[{i}]") from exc
     return [_strip(p, strip) for p in prompts], responses
+
+
+def parse_labels(body: Any, n: int) -> list[str]:
+    """One reference answer per query from a /get_reward body's `labels`."""
+    labels = body.get("labels") if isinstance(body, dict) else None
+    if not isinstance(labels, list) or len(labels) != n:
+        raise InvalidArgumentError(
+            f"must be a list with one reference per query ({n}) when labels are references",
+            field="labels",
+        )
+    return [as_reference(label) for label in labels]
 
 
 def reply_body(groups: Sequence[Group], results: Sequence[ScoreResult], n: int) -> dict[str, Any]:
@@ -181,7 +194,10 @@ class RewardHttpApp:
             return _error(400, "the body is not JSON")
         try:
             prompts, responses = parse_body(body, s.strip)
-            groups = plan_groups(prompts, responses, group=s.group, group_size=s.group_size)
+            refs = parse_labels(body, len(responses)) if s.labels_as_reference else None
+            groups = plan_groups(
+                prompts, responses, group=s.group, group_size=s.group_size, references=refs
+            )
         except InvalidArgumentError as exc:
             return _error(400, str(exc))
         if not groups:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grm.backends.base import GenerationBackend
@@ -42,9 +42,10 @@ from grm.cache import (
     build_cache,
 )
 from grm.client import AsyncGrmClient
+from grm.core.decoding import SERVED, parse_profile
 from grm.core.planner import KPlanner
 from grm.core.templates import DEFAULT_TEMPLATE, load_templates
-from grm.core.types import PrincipleMode, SamplingParams
+from grm.core.types import PrincipleMode
 from grm.core.validation import Defaults, Limits
 from grm.metarm import make_meta_rm
 from grm.rpc.health import ReadinessWatcher
@@ -72,7 +73,7 @@ from grm.services.aggregator.service import RewardServicer
 from grm.v1 import reward_pb2, reward_pb2_grpc
 
 DEFAULT_PORT = 50051
-_D, _S = Defaults(), SamplingParams()
+_D = Defaults()
 LIMIT_FLAGS = {"max_new_tokens": "--max-new-tokens-limit"}
 
 
@@ -108,13 +109,18 @@ class AggregatorSettings:
         default="agreement", metadata=_help("meta RM: agreement | llm | http | none")
     )
     meta_rm_url: str | None = field(
-        default=None, metadata=_help("http meta RM: vLLM .../classify or TEI .../predict URL")
+        default=None,
+        metadata=_help("http meta RM: vLLM .../pooling or .../classify, or TEI .../predict URL"),
     )
     meta_rm_model: str = field(
         default="", metadata=_help("http meta RM: model name sent to /classify")
     )
     meta_rm_label: str | None = field(
         default=None, metadata=_help("http meta RM: the /predict label to use")
+    )
+    meta_rm_chat_template: str | None = field(
+        default=None,
+        metadata=_help("http meta RM: its chat template (Jinja file); needed for TEI /predict"),
     )
     meta_model_path: str | None = field(
         default=None, metadata=_help("llm meta RM: GGUF file (default: SmolLM2-135M)")
@@ -151,6 +157,7 @@ FLAT_FIELDS = (
     "meta_rm_url",
     "meta_rm_model",
     "meta_rm_label",
+    "meta_rm_chat_template",
     "meta_model_path",
     "max_attempts",
     "batch_concurrency",
@@ -165,13 +172,25 @@ OPTIONS = [
     *dataclass_options(AdmissionLimits),
     *dataclass_options(Limits, flags=LIMIT_FLAGS),
     Option("--default-k", int, _D.k, "k when a request leaves it unset"),
-    Option("--default-max-new-tokens", int, _S.max_new_tokens, "max_new_tokens default"),
-    Option("--default-temperature", float, _S.temperature, "temperature default"),
+    Option(
+        "--decoding",
+        parse_profile,
+        SERVED,
+        "decoding defaults of the samplers' backend: served (an engine: the paper's) | embedded",
+    ),
+    Option("--default-max-new-tokens", int, None, "max_new_tokens default (default: profile's)"),
+    Option("--default-temperature", float, None, "temperature default (default: profile's)"),
     Option("--cache", parse_bool, True, "cache samples, principle sets and results"),
     Option("--redis-url", str, None, "cache in Redis (redis:// or rediss://); default in-memory"),
     Option("--http-port", int, 0, "OpenRLHF POST /get_reward on this HTTP port (0 = off)"),
     Option("--http-group", parse_bool, True, "/get_reward: score one prompt's responses together"),
     Option("--http-group-size", int, 8, "/get_reward: responses per Score (<= --max-responses)"),
+    Option(
+        "--http-labels-as-reference",
+        parse_bool,
+        False,
+        "/get_reward: show each query's label to the judge as its reference answer",
+    ),
     *UPSTREAM_OPTIONS,
 ]
 
@@ -204,11 +223,13 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Aggr
         server=server,
         sampler_namespace=v["sampler_namespace"] or (pod_namespace() if kubernetes else "default"),
         limits=build_dataclass(Limits, v, flags=LIMIT_FLAGS),
-        defaults=Defaults(
-            k=v["default_k"],
-            sampling=SamplingParams(
-                temperature=v["default_temperature"], max_new_tokens=v["default_max_new_tokens"]
+        defaults=replace(
+            Defaults.for_profile(
+                v["decoding"],
+                temperature=v["default_temperature"],
+                max_new_tokens=v["default_max_new_tokens"],
             ),
+            k=v["default_k"],
         ),
         log_level=v["log_level"],
         cache=CacheSettings.from_env(environ, redis_url=v["redis_url"]) if v["cache"] else None,
@@ -234,6 +255,7 @@ def _http_settings(v: Mapping[str, Any], server: ServerSettings) -> HttpRmSettin
         batch_items=v["max_batch_items"],
         tls=server.tls,
         token=server_token(server) if server.auth_token else None,
+        labels_as_reference=v["http_labels_as_reference"],
     )
 
 
@@ -349,6 +371,7 @@ def build(
         url=settings.meta_rm_url,
         model=settings.meta_rm_model,
         label=settings.meta_rm_label,
+        chat_template=settings.meta_rm_chat_template,
     )
     if settings.cache is None:
         cache = None
@@ -403,7 +426,8 @@ def build(
         upstream=settings.upstream,
         discovery=_discovery(settings, pool, kube_api_client),
         readiness_interval_s=settings.readiness_interval_s,
-        principles_required=settings.defaults.principle_mode is PrincipleMode.SEPARATE,
+        principles_required=settings.defaults.principle_mode
+        in (PrincipleMode.SEPARATE, PrincipleMode.SEPARATE_QUERY),
     )
 
 
@@ -446,7 +470,12 @@ def _loopback_security(server: ServerSettings, upstream: ClientSecurity) -> Clie
 def _meta_rm_identity(settings: AggregatorSettings) -> str:
     """What distinguishes one meta RM from another in a cached meta-vote result."""
     if settings.meta_rm == "http":
-        parts = [settings.meta_rm_url or "", settings.meta_rm_model, settings.meta_rm_label or ""]
+        parts = [
+            settings.meta_rm_url or "",
+            settings.meta_rm_model,
+            settings.meta_rm_label or "",
+            settings.meta_rm_chat_template or "",
+        ]
     elif settings.meta_rm == "llm":
         parts = [settings.meta_model_path or "default", settings.template]
     else:

@@ -448,7 +448,9 @@ class RemoteSamplerPool:
     def _request(
         self, job: SamplingJob, specs: Sequence[SampleSpec], vote_in: float | None
     ) -> critique_pb2.CritiqueRequest:
-        request = convert.critique_request(job.context, job.responses, specs, job.params)
+        request = convert.critique_request(
+            job.context, job.responses, specs, job.params, reference=job.reference
+        )
         if vote_in is not None:  # the sampler serves the earliest vote first (0 = no budget)
             request.vote_in_ms = max(1, round(vote_in * 1000))
         return request
@@ -615,7 +617,9 @@ class RemotePrincipleSource:
 
     async def generate(self, job: SamplingJob, n: int, seed: int) -> list[PrincipleSet]:
         """n principle sets; an unavailable endpoint is skipped for the next one."""
-        request = convert.principle_request(job.context, job.responses, n, seed, job.params)
+        request = convert.principle_request(
+            job.context, job.responses, n, seed, job.params, job.reference
+        )
         start = self._cursor
         self._cursor = (self._cursor + 1) % len(self.addresses)
         last: Exception | None = None

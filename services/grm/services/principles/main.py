@@ -36,7 +36,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Prin
 
 
 def build_server(settings: PrincipleSettings, generator: PrincipleGenerator) -> GrmServer:
-    servicer = PrincipleServicer(generator, limits=settings.limits)
+    servicer = PrincipleServicer(generator, limits=settings.limits, defaults=settings.defaults)
     add = principle_pb2_grpc.add_PrincipleServiceServicer_to_server
     return grpc_server(settings.server, add, servicer, SERVICE)
 

@@ -33,13 +33,18 @@ class PrincipleServicer(principle_pb2_grpc.PrincipleServiceServicer):
     async def GeneratePrinciples(
         self, request: principle_pb2.PrincipleRequest, context: grpc.aio.ServicerContext
     ) -> principle_pb2.PrincipleResponse:
-        ctx, responses, n, seed, params = convert.principle_call(
+        ctx, responses, n, seed, params, reference = convert.principle_call(
             request, self.limits, self.defaults
         )
         # Work ends a reply reserve before the caller's deadline; the backend bounds each
         # generation by the same time (job.deadline).
         job = SamplingJob.from_relative(
-            ctx, responses, params, now=time.monotonic(), time_left_s=context.time_remaining()
+            ctx,
+            responses,
+            params,
+            now=time.monotonic(),
+            time_left_s=context.time_remaining(),
+            reference=reference,
         )
         try:
             async with asyncio.timeout_at(_loop_time(job.deadline)):

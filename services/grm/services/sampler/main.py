@@ -39,7 +39,7 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Samp
 
 
 def build_server(settings: SamplerSettings, sampler: CritiqueSampler) -> GrmServer:
-    servicer = CritiqueServicer(sampler, limits=settings.limits)
+    servicer = CritiqueServicer(sampler, limits=settings.limits, defaults=settings.defaults)
     add = critique_pb2_grpc.add_CritiqueServiceServicer_to_server
     return grpc_server(settings.server, add, servicer, SERVICE)
 

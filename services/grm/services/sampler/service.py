@@ -38,7 +38,9 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
     def _job(
         self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
     ) -> tuple[SamplingJob, list[SampleSpec]]:
-        ctx, responses, specs, params = convert.critique_call(request, self.limits, self.defaults)
+        ctx, responses, specs, params, reference = convert.critique_call(
+            request, self.limits, self.defaults
+        )
         # Work ends a reply reserve before the caller's deadline, so the partial answer still
         # reaches it; the backend bounds each generation by the same time (job.deadline).
         job = SamplingJob.from_relative(
@@ -48,6 +50,7 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
             now=time.monotonic(),
             time_left_s=context.time_remaining(),
             vote_in_s=request.vote_in_ms / 1000 if request.vote_in_ms else None,
+            reference=reference,
         )
         return job, specs
 

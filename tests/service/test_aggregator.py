@@ -174,11 +174,19 @@ async def test_batch_with_a_slow_item_answers_within_the_overall_deadline() -> N
     assert big.status is ScoreStatus.PARTIAL and 1 <= big.k_used < 16
 
 
-async def test_deadline_reaches_the_samplers_and_stops_their_work() -> None:
+# Without a budget the aggregator sends one unary Sample call per sampler; with one (far from
+# binding here) one SampleStream per sampler: every failure must end the same way on both.
+BUDGETS = pytest.mark.parametrize("budget", [0, 30_000], ids=["unary", "stream"])
+
+
+@BUDGETS
+async def test_deadline_reaches_the_samplers_and_stops_their_work(budget: int) -> None:
     async with running_suite(delay=0.3, capacity=1) as suite:
         async with AsyncGrmClient(suite.address, retry=NO_RETRY) as client:
             # A result (not DEADLINE_EXCEEDED) means it arrived within the 1 s deadline.
-            result = await client.score("q", RESPONSES, k=8, timeout=1.0, include_samples=True)
+            result = await client.score(
+                "q", RESPONSES, k=8, timeout=1.0, include_samples=True, latency_budget_ms=budget
+            )
         check_rewards(result)
         assert result.status is ScoreStatus.PARTIAL
         assert 1 <= result.k_used < 8
@@ -189,11 +197,16 @@ async def test_deadline_reaches_the_samplers_and_stops_their_work() -> None:
             assert s.backend.cancelled >= 1
 
 
-async def test_a_caller_that_goes_away_cancels_the_work_on_every_sampler() -> None:
+@BUDGETS
+async def test_a_caller_that_goes_away_cancels_the_work_on_every_sampler(budget: int) -> None:
     async with running_suite(delay=5.0, capacity=1) as suite:
         async with grpc.aio.insecure_channel(suite.address) as channel:
             stub = reward_pb2_grpc.RewardServiceStub(channel)
-            call = stub.Score(reward_pb2.ScoreRequest(query="q", responses=RESPONSES, k=4))
+            call = stub.Score(
+                reward_pb2.ScoreRequest(
+                    query="q", responses=RESPONSES, k=4, latency_budget_ms=budget
+                )
+            )
             for _ in range(100):
                 if all(s.backend.running for s in suite.samplers):
                     break
@@ -209,10 +222,13 @@ async def test_a_caller_that_goes_away_cancels_the_work_on_every_sampler() -> No
             assert s.backend.cancelled == 1 and s.sampler.queued == 0
 
 
-async def test_a_sampler_stopped_mid_request_is_resampled_elsewhere() -> None:
+@BUDGETS
+async def test_a_sampler_stopped_mid_request_is_resampled_elsewhere(budget: int) -> None:
     async with running_suite(delay=0.4, capacity=1) as suite:
         async with AsyncGrmClient(suite.address, timeout=10, retry=NO_RETRY) as client:
-            task = asyncio.ensure_future(client.score("q", RESPONSES, k=4, include_samples=True))
+            task = asyncio.ensure_future(
+                client.score("q", RESPONSES, k=4, include_samples=True, latency_budget_ms=budget)
+            )
             await asyncio.sleep(0.2)
             await suite.samplers[1].stop(0)  # in-flight RPCs die with it
             result = await task
@@ -226,10 +242,13 @@ async def test_a_sampler_stopped_mid_request_is_resampled_elsewhere() -> None:
             assert suite.samplers[0].backend.finished == 6
 
 
-async def test_a_lost_sampler_and_a_tight_deadline_give_a_partial_result() -> None:
+@BUDGETS
+async def test_a_lost_sampler_and_a_tight_deadline_give_a_partial_result(budget: int) -> None:
     async with running_suite(delay=0.5, capacity=1) as suite:
         async with AsyncGrmClient(suite.address, retry=NO_RETRY) as client:
-            task = asyncio.ensure_future(client.score("q", RESPONSES, k=4, timeout=1.6))
+            task = asyncio.ensure_future(
+                client.score("q", RESPONSES, k=4, timeout=1.6, latency_budget_ms=budget)
+            )
             await asyncio.sleep(0.2)
             await suite.samplers[1].stop(0)
             result = await task
@@ -237,10 +256,13 @@ async def test_a_lost_sampler_and_a_tight_deadline_give_a_partial_result() -> No
     assert result.status is ScoreStatus.PARTIAL and 1 <= result.k_used < 4  # 2 unless slow
 
 
-async def test_all_samplers_gone_is_unavailable_never_a_zero_reward() -> None:
+@BUDGETS
+async def test_all_samplers_gone_is_unavailable_never_a_zero_reward(budget: int) -> None:
     async with running_suite(delay=0.4, capacity=1) as suite:
         async with AsyncGrmClient(suite.address, timeout=10, retry=NO_RETRY) as client:
-            task = asyncio.ensure_future(client.score("q", RESPONSES, k=4))
+            task = asyncio.ensure_future(
+                client.score("q", RESPONSES, k=4, latency_budget_ms=budget)
+            )
             await asyncio.sleep(0.2)
             for s in suite.samplers:
                 await s.stop(0)

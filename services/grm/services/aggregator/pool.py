@@ -6,6 +6,9 @@ equals), gives each call the caller's remaining deadline minus a reserve, and tu
 endpoint into invalid "sampler unavailable" samples — which the pipeline re-samples, and this
 pool then sends to the endpoints that are still up. A sampler's INVALID_ARGUMENT (e.g. the
 prompt is over its model's input limit) is the caller's error: it is raised, not re-sampled.
+`sample` makes one unary `Sample` call per endpoint and returns when all are back; `stream`
+(anytime voting) makes one `SampleStream` call per endpoint and yields the samples as they
+arrive, and closing it cancels the calls still open.
 
 The address set can change at run time (`update_addresses`, fed by sampler discovery): new
 endpoints join, gone ones stop getting work and their channels close once their in-flight

@@ -339,7 +339,7 @@ async def test_start_without_any_healthy_endpoint_is_unavailable() -> None:
     async with dev_tgi() as server:
         url = server.url
     backend = TgiBackend(TgiSettings(urls=(url,), startup_timeout_s=0.3))
-    with pytest.raises(UnavailableError, match="no TGI endpoint became healthy"):
+    with pytest.raises(UnavailableError, match="no TGI endpoint became ready"):
         await backend.start()
 
 

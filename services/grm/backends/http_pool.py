@@ -45,6 +45,7 @@ from grm.core.errors import (
     DeadlineExceededError,
     GrmError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 
 T = TypeVar("T")
@@ -163,6 +164,41 @@ class EndpointPool:
             return ok
 
         return any(await asyncio.gather(*(one(e) for e in self.endpoints)))
+
+    async def wait_ready(
+        self,
+        configure: Callable[[Endpoint], Awaitable[None]],
+        *,
+        timeout_s: float,
+        poll_s: float,
+    ) -> None:
+        """Configure the endpoints (`configure` reads what the engine reports and sets
+        `info`/`error`) until one is ready; UnavailableError naming each endpoint's trouble
+        after `timeout_s`. A GrmError from `configure` (a setting the engine cannot honour)
+        ends the wait at once."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await asyncio.gather(*(configure(e) for e in self.endpoints if not e.ready))
+            if self.ready:
+                return
+            if time.monotonic() >= deadline:
+                errors = "; ".join(f"{e.url}: {e.error or 'not ready'}" for e in self.endpoints)
+                raise UnavailableError(
+                    f"no {self.engine} endpoint became ready in {timeout_s:.0f}s ({errors})"
+                )
+            await asyncio.sleep(min(0.5, poll_s))
+
+    async def configure_late(
+        self, configure: Callable[[Endpoint], Awaitable[None]], *, interval_s: float
+    ) -> None:
+        """Configure the endpoints that were down at start as they come up (a background
+        task); one refused for serving another model stays refused."""
+        while not all(e.ready or "refused" in e.error for e in self.endpoints):
+            await asyncio.sleep(interval_s)
+            await asyncio.gather(
+                *(configure(e) for e in self.endpoints if not e.ready and "refused" not in e.error)
+            )
+            self.slots_changed().set()
 
     def pick(self, avoid: set[str], slot: bool, affinity: str = "") -> Endpoint | None:
         """The usable endpoint for a call: healthy first, then not yet failed for this call;

@@ -66,8 +66,8 @@ from grm.core.errors import (
     BackendError,
     ChatTemplateError,
     FailedPreconditionError,
+    GrmError,
     InvalidArgumentError,
-    UnavailableError,
 )
 from grm.core.grammar import FORCED_PREFIX, strip_partial_scores
 from grm.core.templates import single_user_turn
@@ -159,22 +159,20 @@ class OpenAiBackend(GenerationBackend):
         if self._started:
             return
         self.pool.open()
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        while True:
-            await asyncio.gather(*(self._configure(e) for e in self.endpoints if not e.ready))
-            if any(e.ready for e in self.endpoints):
-                break
-            if time.monotonic() >= deadline:
-                await self.close()
-                errors = "; ".join(f"{e.url}: {e.error or 'not ready'}" for e in self.endpoints)
-                raise UnavailableError(
-                    f"no OpenAI-compatible endpoint became ready in "
-                    f"{self.settings.startup_timeout_s:.0f}s ({errors})"
-                )
-            await asyncio.sleep(min(0.5, self.settings.probe_interval_s))
+        try:
+            await self.pool.wait_ready(
+                self._configure,
+                timeout_s=self.settings.startup_timeout_s,
+                poll_s=self.settings.probe_interval_s,
+            )
+        except GrmError:
+            await self.close()
+            raise
         self._started = True
         if not all(e.ready for e in self.endpoints):
-            self._probe_task = asyncio.create_task(self._probe_loop())
+            self._probe_task = asyncio.create_task(
+                self.pool.configure_late(self._configure, interval_s=self.settings.probe_interval_s)
+            )
         if self.settings.metrics_interval_s > 0:
             self._metrics_task = asyncio.create_task(self._metrics_loop())
 
@@ -252,19 +250,6 @@ class OpenAiBackend(GenerationBackend):
             e.limit,
             info.context or "not reported",
         )
-
-    async def _probe_loop(self) -> None:
-        """Configure endpoints that were down at start as they come up."""
-        while not all(e.ready or "refused" in e.error for e in self.endpoints):
-            await asyncio.sleep(self.settings.probe_interval_s)
-            await asyncio.gather(
-                *(
-                    self._configure(e)
-                    for e in self.endpoints
-                    if not e.ready and "refused" not in e.error
-                )
-            )
-            self.pool.slots_changed().set()
 
     async def _metrics_loop(self) -> None:
         while True:

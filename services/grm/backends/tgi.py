@@ -76,7 +76,6 @@ from grm.core.errors import (
     FailedPreconditionError,
     GrmError,
     InvalidArgumentError,
-    UnavailableError,
 )
 from grm.core.grammar import FORCED_PREFIX, scores_regex, scores_suffix_regex, strip_partial_scores
 from grm.core.singleflight import SingleFlight
@@ -172,26 +171,20 @@ class TgiBackend(GenerationBackend):
         self.pool.open()
         if self.settings.chat_template:
             self._template = compile_chat_template(self.settings.chat_template)
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        while True:
-            try:
-                await asyncio.gather(*(self._configure(e) for e in self.endpoints if not e.ready))
-            except GrmError:
-                await self.close()
-                raise
-            if any(e.ready for e in self.endpoints):
-                break
-            if time.monotonic() >= deadline:
-                await self.close()
-                errors = "; ".join(f"{e.url}: {e.error or 'not healthy'}" for e in self.endpoints)
-                raise UnavailableError(
-                    f"no TGI endpoint became healthy in {self.settings.startup_timeout_s:.0f}s "
-                    f"({errors})"
-                )
-            await asyncio.sleep(min(0.5, self.settings.probe_interval_s))
+        try:
+            await self.pool.wait_ready(
+                self._configure,
+                timeout_s=self.settings.startup_timeout_s,
+                poll_s=self.settings.probe_interval_s,
+            )
+        except GrmError:
+            await self.close()
+            raise
         self._started = True
         if not all(e.ready for e in self.endpoints):
-            self._probe_task = asyncio.create_task(self._probe_loop())
+            self._probe_task = asyncio.create_task(
+                self.pool.configure_late(self._configure, interval_s=self.settings.probe_interval_s)
+            )
 
     async def _configure(self, e: Endpoint) -> None:
         """Health first, then /info; a reply for another model than the others is refused."""
@@ -255,19 +248,6 @@ class TgiBackend(GenerationBackend):
             max_best_of=min(int(i.get("max_best_of", 1)) for i in infos),
             max_stop_sequences=min(int(i.get("max_stop_sequences", 4)) for i in infos),
         )
-
-    async def _probe_loop(self) -> None:
-        """Configure endpoints that were down at start as they come up."""
-        while not all(e.ready or "refused" in e.error for e in self.endpoints):
-            await asyncio.sleep(self.settings.probe_interval_s)
-            await asyncio.gather(
-                *(
-                    self._configure(e)
-                    for e in self.endpoints
-                    if not e.ready and "refused" not in e.error
-                )
-            )
-            self.pool.slots_changed().set()
 
     async def healthy(self) -> bool:
         """Whether any endpoint answers /health now (sampler readiness follows TGI's)."""

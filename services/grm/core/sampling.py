@@ -63,8 +63,11 @@ def sample_spec(
 DEADLINE_REASON = "deadline exceeded before the sample finished"
 
 
-def unfinished(spec: SampleSpec, reason: str, *, finish_reason: str = "deadline") -> Sample:
-    """An invalid sample standing in for one that was not drawn (deadline, lost sampler)."""
+def unfinished(
+    spec: SampleSpec, reason: str, *, finish_reason: str = "deadline", latency_ms: float = 0.0
+) -> Sample:
+    """An invalid sample standing in for one that was not drawn (deadline, lost sampler,
+    backend error)."""
     return Sample(
         spec=spec,
         text="",
@@ -72,5 +75,6 @@ def unfinished(spec: SampleSpec, reason: str, *, finish_reason: str = "deadline"
         critique="",
         scores=None,
         invalid_reason=reason,
+        latency_ms=latency_ms,
         finish_reason=finish_reason,
     )

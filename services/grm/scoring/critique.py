@@ -124,16 +124,8 @@ class CritiqueSampler:
             # a new seed cannot fix it, so it is the caller's error, not an invalid sample.
             raise result
         if isinstance(result, GrmError):
-            return Sample(
-                spec=spec,
-                text="",
-                principles=spec.principles,
-                critique="",
-                scores=None,
-                invalid_reason=f"backend error: {result}",
-                latency_ms=generate_s * 1000,
-                finish_reason="error",
-            )
+            reason = f"backend error: {result}"
+            return unfinished(spec, reason, finish_reason="error", latency_ms=generate_s * 1000)
         return to_sample(spec, result, len(job.responses))
 
 

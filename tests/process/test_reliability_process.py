@@ -122,6 +122,8 @@ async def test_redis_killed_and_restarted_under_a_running_aggregator(tmp_path: P
                     return bool(hit)
 
                 while not await cached_again():
+                    # A give-up bound, not a measurement: the store retries Redis after ~1 s;
+                    # 20 s leaves a loaded machine room without hanging the suite on a bug.
                     assert time.perf_counter() - started < 20, "the cache never came back"
                     await asyncio.sleep(0.1)
                 recovered_s = time.perf_counter() - started
@@ -178,6 +180,8 @@ async def test_principle_generator_killed_is_unavailable_then_recovers(tmp_path:
                             check_reward(reply)
                             break
                         codes.append(reply)
+                        # Give-up bound: the channel redials within its 2 s backoff cap and the
+                        # readiness probe runs every second; 30 s only stops a broken suite.
                         assert time.perf_counter() - started < 30, f"never recovered: {codes}"
                         await asyncio.sleep(0.1)
                     recovered_s = time.perf_counter() - started
@@ -241,6 +245,8 @@ async def test_no_descriptors_leak_after_kills_5xx_bursts_and_timeouts(tmp_path:
                         (await outcome(stub, request(seed, k=4, include_samples=True), 10))[0]
                     )
                     seen_s1 = any(s.sampler == s1.address for s in reply.samples)
+                    # Give-up bound: the pool retries a lost sampler after 2 s (down_for_s)
+                    # and redials within 2 s; 20 s only stops a broken suite.
                     assert time.perf_counter() - started < 20, "restarted sampler never used"
                 back_s = time.perf_counter() - started
 

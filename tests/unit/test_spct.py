@@ -299,6 +299,8 @@ def test_spct_data_cli_against_the_scripted_tgi_server(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
+        # A give-up bound on start-up (the scripted server binds in well under a second; 30 s
+        # keeps a loaded machine from failing the test, a broken server from hanging it).
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
             assert server.poll() is None and time.monotonic() < deadline, "dev-tgi did not start"

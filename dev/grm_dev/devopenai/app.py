@@ -23,21 +23,21 @@ only the grammars the suite sends (grm.core.grammar) are enforced — anything e
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from grm.core.grammar import FORCED_PREFIX, scores_gbnf, scores_suffix_gbnf
-from grm_dev.devtgi.app import Exchange, FaultSettings
+from grm_dev.devserver import Exchange, recording
+from grm_dev.devtgi.app import FaultSettings
 from grm_dev.devtgi.engines import (
     Engine,
     GenerateCall,
@@ -197,7 +197,7 @@ def template_error(dialect: str) -> RequestError:
 def create_app(engine: Engine, settings: DevOpenAiSettings | None = None) -> web.Application:
     """The aiohttp application; `app[STATE]` exposes the live state (tests read it)."""
     state = DevOpenAiState(engine, settings or DevOpenAiSettings())
-    app = web.Application(middlewares=[_record], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[recording(STATE)], client_max_size=64 * 1024 * 1024)
     app[STATE] = state
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
@@ -208,33 +208,6 @@ def create_app(engine: Engine, settings: DevOpenAiSettings | None = None) -> web
     )
     app.router.add_get(route, _server_info)
     return app
-
-
-@web.middleware
-async def _record(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Keep each exchange, parsed, when recording is on."""
-    state = request.app[STATE]
-    if not state.settings.record:
-        return await handler(request)
-    raw = await request.read()
-    response = await handler(request)
-    body: Any = None
-    if isinstance(response, web.Response) and response.body is not None:
-        text = bytes(response.body).decode("utf-8", "replace")  # type: ignore[arg-type]
-        try:
-            body = json.loads(text) if response.content_type == "application/json" else text
-        except ValueError:
-            body = text
-    try:
-        parsed = json.loads(raw) if raw else None
-    except ValueError:
-        parsed = raw.decode("utf-8", "replace")
-    state.exchanges.append(
-        Exchange(request.method, request.path, parsed, response.status, response.content_type, body)
-    )
-    return response
 
 
 def _authorized(request: web.Request) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from grm_dev.devopenai.app import (
     DevOpenAiState,
     create_app,
 )
+from grm_dev.devserver import Served, run_until_signal, serve_app
 from grm_dev.devtgi.engines import Engine
 from grm_dev.devtgi.main import add_arguments as add_devtgi_arguments
 from grm_dev.devtgi.main import build_engine
@@ -76,15 +76,18 @@ class DevOpenAiServer:
     root: str
     port: int
     state: DevOpenAiState
-    runner: web.AppRunner
-    loader: asyncio.Task[None] | None = None
+    served: Served
+
+    @property
+    def loader(self) -> asyncio.Task[None] | None:
+        return self.served.loader
+
+    @property
+    def runner(self) -> web.AppRunner:
+        return self.served.runner
 
     async def close(self) -> None:
-        if self.loader is not None:
-            self.loader.cancel()
-            await asyncio.gather(self.loader, return_exceptions=True)
-        await self.runner.cleanup()
-        await self.state.engine.close()
+        await self.served.close(self.state)
 
 
 async def start_dev_server(
@@ -98,24 +101,8 @@ async def start_dev_server(
     """Serve on host:port (0 = a free port); a client that goes away cancels its request."""
     app = create_app(engine, settings)
     state = app[STATE]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-
-    async def load() -> None:
-        await engine.start()
-        state.ready = True
-
-    loader = None
-    if wait_ready:
-        await load()
-    else:
-        loader = asyncio.create_task(load())
-    display = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    root = f"http://{display}:{bound}"
-    return DevOpenAiServer(f"{root}/v1", root, bound, state, runner, loader)
+    served = await serve_app(app, state, host=host, port=port, wait_ready=wait_ready)
+    return DevOpenAiServer(f"{served.root}/v1", served.root, served.port, state, served)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -128,27 +115,9 @@ async def run(args: argparse.Namespace) -> None:
     server = await start_dev_server(
         build_engine(args), settings, host=args.host, port=args.port, wait_ready=False
     )
-    if args.port_file:
-        await asyncio.to_thread(_write_port, args.port_file, server.port)
     mode = "scripted" if args.scripted else "embedded model"
     log.info("grm dev-openai (%s, %s dialect) on %s", mode, settings.dialect, server.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loader = server.loader
-    if loader is not None:
-        loader.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
-    try:
-        await stop.wait()
-        if loader is not None and loader.done() and not loader.cancelled() and loader.exception():
-            raise SystemExit(f"grm dev-openai: the engine did not start: {loader.exception()}")
-    finally:
-        await server.close()
-
-
-def _write_port(path: str, port: int) -> None:
-    Path(path).write_text(str(port), encoding="utf-8")
+    await run_until_signal("grm dev-openai", server.served, server.close, args.port_file)
 
 
 def main(argv: list[str] | None = None) -> int:

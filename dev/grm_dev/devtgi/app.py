@@ -25,7 +25,6 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from grm.backends.chat_template import compile_chat_template, render_chat
 from grm.core.errors import ChatTemplateError
+from grm_dev.devserver import Exchange, recording
 from grm_dev.devtgi.engines import (
     Engine,
     GenerateCall,
@@ -117,19 +117,6 @@ class DevTgiSettings:
     chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
-
-
-@dataclass
-class Exchange:
-    """One request/response pair as it crossed the wire (for the contract tests)."""
-
-    method: str
-    path: str
-    request: Any  # parsed JSON body, or None
-    status: int
-    content_type: str
-    response: Any  # parsed JSON body, or the text
-    peer: str = ""  # client address:port — one per TCP connection
 
 
 class ValidationFailure(Exception):
@@ -223,7 +210,7 @@ def overloaded() -> web.Response:
 def create_app(engine: Engine, settings: DevTgiSettings | None = None) -> web.Application:
     """The aiohttp application; `app[STATE]` exposes the live state (tests read it)."""
     state = DevTgiState(engine, settings or DevTgiSettings())
-    app = web.Application(middlewares=[_record], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[recording(STATE)], client_max_size=64 * 1024 * 1024)
     app[STATE] = state
     app.router.add_post("/generate", _generate)
     app.router.add_post("/", _compat_generate)
@@ -233,42 +220,6 @@ def create_app(engine: Engine, settings: DevTgiSettings | None = None) -> web.Ap
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     return app
-
-
-@web.middleware
-async def _record(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Keep the bytes of each exchange, parsed, when recording is on."""
-    state = request.app[STATE]
-    if not state.settings.record:
-        return await handler(request)
-    raw = await request.read()
-    response = await handler(request)
-    body: Any = None
-    if isinstance(response, web.Response) and response.body is not None:
-        text = bytes(response.body).decode("utf-8", "replace")  # type: ignore[arg-type]
-        try:
-            body = json.loads(text) if response.content_type == "application/json" else text
-        except ValueError:
-            body = text
-    try:
-        parsed = json.loads(raw) if raw else None
-    except ValueError:
-        parsed = raw.decode("utf-8", "replace")
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    state.exchanges.append(
-        Exchange(
-            request.method,
-            request.path,
-            parsed,
-            response.status,
-            response.content_type,
-            body,
-            peer=f"{peer[0]}:{peer[1]}" if peer else "",
-        )
-    )
-    return response
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from grm.rpc import loop
+from grm_dev.devserver import Served, run_until_signal, serve_app
 from grm_dev.devtgi.app import STATE, DevTgiSettings, DevTgiState, FaultSettings, create_app
 from grm_dev.devtgi.engines import EmbeddedEngine, Engine, ScriptedEngine
 
@@ -139,16 +138,19 @@ class DevTgiServer:
     url: str
     port: int
     state: DevTgiState
-    runner: web.AppRunner
-    loader: asyncio.Task[None] | None = None
+    served: Served
+
+    @property
+    def loader(self) -> asyncio.Task[None] | None:
+        return self.served.loader
+
+    @property
+    def runner(self) -> web.AppRunner:
+        return self.served.runner
 
     async def close(self) -> None:
         """Stop serving, then release the engine (model)."""
-        if self.loader is not None:
-            self.loader.cancel()
-            await asyncio.gather(self.loader, return_exceptions=True)
-        await self.runner.cleanup()
-        await self.state.engine.close()
+        await self.served.close(self.state)
 
 
 async def start_dev_server(
@@ -163,25 +165,8 @@ async def start_dev_server(
     with wait_ready=False the engine loads in the background."""
     app = create_app(engine, settings)
     state = app[STATE]
-    # handler_cancellation: a client that goes away cancels its generation, as in TGI.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-
-    async def load() -> None:
-        await engine.start()
-        state.ready = True
-
-    loader = None
-    if wait_ready:
-        await load()
-    else:
-        loader = asyncio.create_task(load())
-    display = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    url = f"http://{display}:{bound}"
-    return DevTgiServer(url=url, port=bound, state=state, runner=runner, loader=loader)
+    served = await serve_app(app, state, host=host, port=port, wait_ready=wait_ready)
+    return DevTgiServer(url=served.root, port=served.port, state=state, served=served)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -191,31 +176,12 @@ async def run(args: argparse.Namespace) -> None:
         settings = build_settings(args)
     except ValueError as exc:
         raise SystemExit(f"grm dev-tgi: error: {exc}") from None
-    engine = build_engine(args)
     server = await start_dev_server(
-        engine, settings, host=args.host, port=args.port, wait_ready=False
+        build_engine(args), settings, host=args.host, port=args.port, wait_ready=False
     )
-    if args.port_file:
-        _write_port(args.port_file, server.port)
     mode = "scripted" if args.scripted else "embedded model"
     log.info("grm dev-tgi (%s) listening on %s", mode, server.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loader = server.loader
-    if loader is not None:  # a model that fails to load ends the server, not a silent 503
-        loader.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
-    try:
-        await stop.wait()
-        if loader is not None and loader.done() and not loader.cancelled() and loader.exception():
-            raise SystemExit(f"grm dev-tgi: the engine did not start: {loader.exception()}")
-    finally:
-        await server.close()
-
-
-def _write_port(path: str, port: int) -> None:
-    Path(path).write_text(str(port), encoding="utf-8")
+    await run_until_signal("grm dev-tgi", server.served, server.close, args.port_file)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,8 @@ class CachingSampleSource:
         pump: asyncio.Task[None] | None = None
         retry: list[SampleSpec] = []
         try:
-            hits, misses = await self._lookup(specs, lead, futures)
+            found, misses = await self._lookup(specs, lead, futures)
+            hits = [_restamp(s, specs[i]) for key, s in found.items() for i in lead[key]]
             spec_key = {specs[lead[k][0]]: k for k in misses}
             if hits:
                 yield hits
@@ -211,12 +212,12 @@ class CachingSampleSource:
         specs: Sequence[SampleSpec],
         lead: dict[str, list[int]],
         futures: dict[str, asyncio.Future[Sample]],
-    ) -> tuple[list[Sample], list[str]]:
-        """(the cached samples of the keys this call leads, restamped per position; the keys
+    ) -> tuple[dict[str, Sample], list[str]]:
+        """(the cached sample of each key this call leads that the cache holds; the keys
         missing). Cached ones settle their single-flight futures."""
         stats = self.cache.stats.sample
         keys = list(lead)
-        hits: list[Sample] = []
+        found: dict[str, Sample] = {}
         misses: list[str] = []
         corrupt: list[str] = []
         for key, value in zip(keys, await self.cache.get(Kind.SAMPLE, keys), strict=True):
@@ -234,11 +235,11 @@ class CachingSampleSource:
                 stats.hits += 1
                 current_usage().samples_reused += len(lead[key])
                 futures[key].set_result(hit)
-                hits.extend(_restamp(hit, specs[i]) for i in lead[key])
+                found[key] = hit
                 stats.shared += len(lead[key]) - 1
         if corrupt:
             await self.cache.delete(Kind.SAMPLE, corrupt)
-        return hits, misses
+        return found, misses
 
     async def _pump(
         self,
@@ -273,30 +274,16 @@ class CachingSampleSource:
 
         def settle(key: str, sample: Sample) -> None:
             futures[key].set_result(sample)
-            for i in lead[key]:
-                out[i] = _restamp(sample, specs[i])
+            place(key, sample)
             stats.shared += len(lead[key]) - 1
 
-        keys = list(lead)
-        misses: list[str] = []
-        corrupt: list[str] = []
-        for key, value in zip(keys, await self.cache.get(Kind.SAMPLE, keys), strict=True):
-            hit = None
-            if value is not None:
-                try:
-                    hit = decode_sample(key, value, specs[lead[key][0]])
-                except CorruptValueError:
-                    stats.corrupt += 1
-                    corrupt.append(key)
-            if hit is None:
-                stats.misses += 1
-                misses.append(key)
-            else:
-                stats.hits += 1
-                usage.samples_reused += len(lead[key])
-                settle(key, hit)
-        if corrupt:
-            await self.cache.delete(Kind.SAMPLE, corrupt)
+        def place(key: str, sample: Sample) -> None:
+            for i in lead[key]:
+                out[i] = _restamp(sample, specs[i])
+
+        found, misses = await self._lookup(specs, lead, futures)
+        for key, hit in found.items():
+            place(key, hit)
         if not misses:
             return
 

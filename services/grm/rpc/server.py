@@ -222,6 +222,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
+        # Not every loop can take signal handlers (Windows: NotImplementedError; a loop outside
+        # the main thread, as in tests that run a server in a thread: ValueError/RuntimeError);
+        # there `stop` alone ends the service.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)

@@ -34,8 +34,41 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
+def _carrier(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+
+
+@contextlib.contextmanager
+def _server_span(
+    method: str, carrier: dict[str, str], context: grpc.aio.ServicerContext
+) -> Iterator[Span]:
+    """The SERVER span of one RPC (unary or the whole of a stream), child of the caller's
+    `traceparent`, with the status code the handler ended with."""
+    service, name = _split(method)
+    with tracer().start_as_current_span(
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except grpc.aio.AbortError:
+            code = context.code()
+            if code is not None:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+            span.set_status(Status(StatusCode.ERROR, str(code)))
+            raise
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        span.set_attribute("rpc.grpc.status_code", 0)
+
+
 class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
-    """A server span per unary-unary RPC (streams such as health Watch pass through)."""
+    """A server span per unary RPC and per server stream (health and reflection pass through)."""
 
     async def intercept_service(
         self,
@@ -51,38 +84,11 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return self._streaming(handler, handler_call_details)
         inner = handler.unary_unary
-        carrier = {
-            k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)
-        }
-        service, name = _split(method)
+        carrier = _carrier(handler_call_details)
 
         async def with_span(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            parent = propagate.extract(carrier)
-            with tracer().start_as_current_span(
-                method.lstrip("/"),
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={
-                    "rpc.system": "grpc",
-                    "rpc.service": service,
-                    "rpc.method": name,
-                },
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    reply = await inner(request, context)
-                except grpc.aio.AbortError:
-                    code = context.code()
-                    if code is not None:
-                        span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    span.set_status(Status(StatusCode.ERROR, str(code)))
-                    raise
-                except BaseException as exc:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    raise
-                span.set_attribute("rpc.grpc.status_code", 0)
-                return reply
+            with _server_span(method, carrier, context):
+                return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             with_span,
@@ -97,34 +103,15 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         """A server span over the whole of a server-streaming RPC (until its last message)."""
         inner = handler.unary_stream
         method = details.method
-        carrier = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        service, name = _split(method)
+        carrier = _carrier(details)
 
         async def with_span(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with tracer().start_as_current_span(
-                method.lstrip("/"),
-                context=propagate.extract(carrier),
-                kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    if inspect.isasyncgenfunction(inner):
-                        async for reply in inner(request, context):
-                            yield reply
-                    else:  # a handler that writes through the context (or only aborts)
-                        await inner(request, context)
-                except grpc.aio.AbortError:
-                    code = context.code()
-                    if code is not None:
-                        span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    span.set_status(Status(StatusCode.ERROR, str(code)))
-                    raise
-                except BaseException as exc:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    raise
-                span.set_attribute("rpc.grpc.status_code", 0)
+            with _server_span(method, carrier, context):
+                if inspect.isasyncgenfunction(inner):
+                    async for reply in inner(request, context):
+                        yield reply
+                else:  # a handler that writes through the context (or only aborts)
+                    await inner(request, context)
 
         return grpc.unary_stream_rpc_method_handler(
             with_span,

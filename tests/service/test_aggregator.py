@@ -174,8 +174,9 @@ async def test_batch_with_a_slow_item_answers_within_the_overall_deadline() -> N
     assert big.status is ScoreStatus.PARTIAL and 1 <= big.k_used < 16
 
 
-# Without a budget the aggregator sends one unary Sample call per sampler; with one (far from
-# binding here) one SampleStream per sampler: every failure must end the same way on both.
+# Both go as one job per sampler on its SampleChannel call: without a budget the sampler
+# answers the job in one update, with one (far from binding here) sample by sample. Every
+# failure must end the same way on both.
 BUDGETS = pytest.mark.parametrize("budget", [0, 30_000], ids=["unary", "stream"])
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from grm.services.aggregator.discovery import (
 )
 from grm.services.aggregator.main import AggregatorSettings, add_arguments, build, build_settings
 from grm.services.aggregator.pool import UNAVAILABLE_REASON, RemoteSamplerPool
+from tests.support.polling import eventually
 from tests.support.servers import LOOPBACK, TrackingBackend, start_principles, start_sampler
 
 SERVICE = "grm-sampler"
@@ -76,16 +77,6 @@ def endpoint_slice(
         ],
         "endpoints": [{"addresses": [ip], "conditions": dict(conditions)} for ip in ips],
     }
-
-
-async def eventually(condition: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
-    """Poll until `condition` holds; fail after `within_s` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 # --- pure logic ------------------------------------------------------------------------

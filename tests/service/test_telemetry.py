@@ -95,10 +95,11 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
     assert score.attributes["grm.k_requested"] == 4 and score.attributes["grm.k_used"] == 4
     assert score.attributes["grm.status"] == "complete"
     assert score.attributes["grm.request_id"] == "req-1"
-    # The sampler side: a server span per Sample call (two samplers), children of the
-    # aggregator's client span; under each, one grm.samples span for the call's samples with
-    # an event per sample (no span per sample: that cost more CPU than the sample itself).
-    sample_calls = _by_name(spans, "grm.v1.CritiqueService/Sample")
+    # The sampler side: a server span per SampleChannel job (two samplers), children of the
+    # aggregator's client span for the job (its trace context travels inside the job, not in
+    # call metadata); under each, one grm.samples span for the job's samples with an event per
+    # sample (no span per sample: that cost more CPU than the sample itself).
+    sample_calls = _by_name(spans, "grm.v1.CritiqueService/SampleChannel")
     servers = [s for s in sample_calls if s.kind is SpanKind.SERVER]
     assert len(servers) == 2 and len(sample_calls) == 4  # + the aggregator's client spans
     for server in servers:
@@ -110,8 +111,8 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
     for batch in batches:
         assert _chain(batch, by_id) == [
             "grm.samples",
-            "grm.v1.CritiqueService/Sample",
-            "grm.v1.CritiqueService/Sample",
+            "grm.v1.CritiqueService/SampleChannel",
+            "grm.v1.CritiqueService/SampleChannel",
             "grm.sampling",
             "grm.score",
             "grm.v1.RewardService/Score",
@@ -136,21 +137,22 @@ async def test_one_score_is_one_trace_across_aggregator_principles_and_samplers(
     assert _by_name(spans, "grm.vote")
 
 
-async def test_an_anytime_request_is_one_stream_per_sampler_in_its_trace(
+async def test_an_anytime_request_is_one_job_per_sampler_in_its_trace(
     providers: telemetry.Providers,
 ) -> None:
-    """With a latency budget each sampler gets its share of the k samples in one
-    SampleStream call (not one call per sample), traced like a unary call."""
+    """With a latency budget each sampler gets its share of the k samples as one job on its
+    SampleChannel call (not one call per sample), traced like a unary call."""
     async with running_suite(samplers=2, capacity=8) as suite:
         reply = await _score(suite.address, k=8, latency_budget_ms=5000)
         assert reply.k_used == 8
     spans = SPANS.get_finished_spans()
     assert len({s.context.trace_id for s in spans}) == 1
     by_id = {s.context.span_id: s for s in spans}
-    streams = _by_name(spans, "grm.v1.CritiqueService/SampleStream")
+    streams = _by_name(spans, "grm.v1.CritiqueService/SampleChannel")
     servers = [s for s in streams if s.kind is SpanKind.SERVER]
     assert len(servers) == 2 and len(streams) == 4  # + the aggregator's client spans
     assert not _by_name(spans, "grm.v1.CritiqueService/Sample")
+    assert not _by_name(spans, "grm.v1.CritiqueService/SampleStream")
     for server in servers:
         client = by_id[server.parent.span_id]
         assert client.kind is SpanKind.CLIENT and client.name == server.name

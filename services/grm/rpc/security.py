@@ -409,6 +409,12 @@ class ClientSecurity:
 PLAINTEXT = ClientSecurity()
 
 
+def bearer_header(token: Callable[[], str | None]) -> tuple[str, str]:
+    """The metadata entry carrying the token as it is now (a call that outlives a rotation
+    keeps the one it opened with, so long-lived calls are reopened now and then)."""
+    return (AUTH_METADATA_KEY, f"Bearer {token()}")
+
+
 class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the bearer token to every unary call (`_AioBearerStream`: server-streaming)."""
 
@@ -417,7 +423,7 @@ class _AioBearer(grpc.aio.UnaryUnaryClientInterceptor):
 
     @property
     def _header(self) -> tuple[str, str]:
-        return (AUTH_METADATA_KEY, f"Bearer {self._token()}")
+        return bearer_header(self._token)
 
     def __repr__(self) -> str:
         return "_AioBearer(<token>)"
@@ -476,7 +482,7 @@ class _SyncBearer(grpc.UnaryUnaryClientInterceptor):
 
     @property
     def _header(self) -> tuple[str, str]:
-        return (AUTH_METADATA_KEY, f"Bearer {self._token()}")
+        return bearer_header(self._token)
 
     def __repr__(self) -> str:
         return "_SyncBearer(<token>)"

@@ -138,6 +138,9 @@ class GrmServer:
             self.server,
         )
         self.port: int | None = None
+        # Called when stopping starts, before the grace period: long-lived calls (a sampler's
+        # SampleChannel) refuse new work there and end once their running work is done.
+        self.on_drain: list[Callable[[], None]] = []
         # Kubelet gRPC probes speak plaintext only: with TLS they get a health-only port.
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
@@ -178,6 +181,8 @@ class GrmServer:
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, then stop accepting RPCs; in-flight ones get `grace` seconds."""
         await self.health.enter_graceful_shutdown()
+        for drain in self.on_drain:
+            drain()
         await self.server.stop(self.settings.grace_s if grace is None else grace)
         if self.health_server is not None:
             await self.health_server.stop(0)

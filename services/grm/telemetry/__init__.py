@@ -42,6 +42,7 @@ def __getattr__(name: str) -> Any:
     if name in (
         "ClientTraceInterceptor",
         "ServerTraceInterceptor",
+        "carried_span",
         "client_span",
         "end_client_span",
     ):
@@ -60,6 +61,7 @@ __all__ = [
     "ServerTraceInterceptor",
     "backend_error",
     "build_providers",
+    "carried_span",
     "client_span",
     "configure_logging",
     "content_logging",

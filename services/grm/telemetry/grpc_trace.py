@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -38,21 +38,42 @@ def _carrier(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
 
 
+def _rpc_span(method: str, kind: SpanKind, parent: Any = None) -> Any:
+    """The span of one call (or one job inside a long-lived call): `with _rpc_span(...)`."""
+    service, name = _split(method)
+    return tracer().start_as_current_span(
+        method.lstrip("/"),
+        context=parent,
+        kind=kind,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+@contextlib.contextmanager
+def carried_span(method: str, carrier: Mapping[str, str]) -> Iterator[Span]:
+    """A SERVER span for one job that travelled inside a long-lived call (a SampleChannel
+    job), child of the trace context the job carried; an exception marks it failed."""
+    with _rpc_span(method, SpanKind.SERVER, propagate.extract(dict(carrier))) as span:
+        try:
+            yield span
+        except asyncio.CancelledError:
+            span.set_status(Status(StatusCode.ERROR, "CANCELLED"))
+            raise
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        span.set_attribute("rpc.grpc.status_code", 0)
+
+
 @contextlib.contextmanager
 def _server_span(
     method: str, carrier: dict[str, str], context: grpc.aio.ServicerContext
 ) -> Iterator[Span]:
     """The SERVER span of one RPC (unary or the whole of a stream), child of the caller's
     `traceparent`, with the status code the handler ended with."""
-    service, name = _split(method)
-    with tracer().start_as_current_span(
-        method.lstrip("/"),
-        context=propagate.extract(carrier),
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with _rpc_span(method, SpanKind.SERVER, propagate.extract(carrier)) as span:
         try:
             yield span
         except grpc.aio.AbortError:
@@ -124,14 +145,7 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
 def client_span(method: str) -> Iterator[tuple[Span, list[tuple[str, str]]]]:
     """A CLIENT span for a call the caller drives itself (a stream it reads to the end), and
     the metadata that carries its context: `with client_span(m) as (span, metadata)`."""
-    service, name = _split(method)
-    with tracer().start_as_current_span(
-        method.lstrip("/"),
-        kind=SpanKind.CLIENT,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with _rpc_span(method, SpanKind.CLIENT) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield span, list(carrier.items())
@@ -158,14 +172,7 @@ class ClientTraceInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             method = method.decode()
         if not traced(method):
             return await continuation(client_call_details, request)
-        service, name = _split(method)
-        with tracer().start_as_current_span(
-            method.lstrip("/"),
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with _rpc_span(method, SpanKind.CLIENT) as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             metadata = list(client_call_details.metadata or ())

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from grm.v1 import common_pb2 as grm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15grm/v1/critique.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\xdc\x01\n\x0f\x43ritiqueRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12!\n\x05specs\x18\x04 \x03(\x0b\x32\x12.grm.v1.SampleSpec\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvote_in_ms\x18\x07 \x01(\r\x12\x11\n\treference\x18\x08 \x01(\t\"x\n\x10\x43ritiqueResponse\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"v\n\x0e\x43ritiqueUpdate\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"\r\n\x0bLoadRequest2\x80\x02\n\x0f\x43ritiqueService\x12;\n\x06Sample\x12\x17.grm.v1.CritiqueRequest\x1a\x18.grm.v1.CritiqueResponse\x12\x41\n\x0cSampleStream\x12\x17.grm.v1.CritiqueRequest\x1a\x16.grm.v1.CritiqueUpdate0\x01\x12\x33\n\x07GetLoad\x12\x13.grm.v1.LoadRequest\x1a\x13.grm.v1.SamplerLoad\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15grm/v1/critique.proto\x12\x06grm.v1\x1a\x13grm/v1/common.proto\"\xdc\x01\n\x0f\x43ritiqueRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.grm.v1.ChatTurn\x12\x11\n\tresponses\x18\x03 \x03(\t\x12!\n\x05specs\x18\x04 \x03(\x0b\x32\x12.grm.v1.SampleSpec\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.grm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nvote_in_ms\x18\x07 \x01(\r\x12\x11\n\treference\x18\x08 \x01(\t\"x\n\x10\x43ritiqueResponse\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"v\n\x0e\x43ritiqueUpdate\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.grm.v1.Sample\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"\r\n\x0bLoadRequest\"B\n\x0e\x43hannelRequest\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.grm.v1.ChannelJob\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x03(\x04\"\xc1\x01\n\nChannelJob\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.grm.v1.CritiqueRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12,\n\x05trace\x18\x04 \x03(\x0b\x32\x1d.grm.v1.ChannelJob.TraceEntry\x12\r\n\x05whole\x18\x05 \x01(\x08\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\rChannelUpdate\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.grm.v1.JobUpdate\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.grm.v1.SamplerLoad\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.grm.v1.ModelInfo\"\x86\x01\n\tJobUpdate\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x07samples\x18\x02 \x03(\x0b\x32\x0e.grm.v1.Sample\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x12\n\nerror_code\x18\x04 \x01(\r\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x13\n\x0b\x65rror_field\x18\x06 \x01(\t2\xc4\x02\n\x0f\x43ritiqueService\x12;\n\x06Sample\x12\x17.grm.v1.CritiqueRequest\x1a\x18.grm.v1.CritiqueResponse\x12\x41\n\x0cSampleStream\x12\x17.grm.v1.CritiqueRequest\x1a\x16.grm.v1.CritiqueUpdate0\x01\x12\x42\n\rSampleChannel\x12\x16.grm.v1.ChannelRequest\x1a\x15.grm.v1.ChannelUpdate(\x01\x30\x01\x12\x33\n\x07GetLoad\x12\x13.grm.v1.LoadRequest\x1a\x13.grm.v1.SamplerLoad\x12\x38\n\x08\x44\x65scribe\x12\x17.grm.v1.DescribeRequest\x1a\x13.grm.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grm.v1.critique_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHANNELJOB_TRACEENTRY']._loaded_options = None
+  _globals['_CHANNELJOB_TRACEENTRY']._serialized_options = b'8\001'
   _globals['_CRITIQUEREQUEST']._serialized_start=55
   _globals['_CRITIQUEREQUEST']._serialized_end=275
   _globals['_CRITIQUERESPONSE']._serialized_start=277
@@ -40,6 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CRITIQUEUPDATE']._serialized_end=517
   _globals['_LOADREQUEST']._serialized_start=519
   _globals['_LOADREQUEST']._serialized_end=532
-  _globals['_CRITIQUESERVICE']._serialized_start=535
-  _globals['_CRITIQUESERVICE']._serialized_end=791
+  _globals['_CHANNELREQUEST']._serialized_start=534
+  _globals['_CHANNELREQUEST']._serialized_end=600
+  _globals['_CHANNELJOB']._serialized_start=603
+  _globals['_CHANNELJOB']._serialized_end=796
+  _globals['_CHANNELJOB_TRACEENTRY']._serialized_start=752
+  _globals['_CHANNELJOB_TRACEENTRY']._serialized_end=796
+  _globals['_CHANNELUPDATE']._serialized_start=798
+  _globals['_CHANNELUPDATE']._serialized_end=915
+  _globals['_JOBUPDATE']._serialized_start=918
+  _globals['_JOBUPDATE']._serialized_end=1052
+  _globals['_CRITIQUESERVICE']._serialized_start=1055
+  _globals['_CRITIQUESERVICE']._serialized_end=1379
 # @@protoc_insertion_point(module_scope)

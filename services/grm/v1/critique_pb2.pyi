@@ -50,3 +50,58 @@ class CritiqueUpdate(_message.Message):
 class LoadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ChannelRequest(_message.Message):
+    __slots__ = ("jobs", "cancel")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[ChannelJob]
+    cancel: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[ChannelJob, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ChannelJob(_message.Message):
+    __slots__ = ("id", "request", "timeout_ms", "trace", "whole")
+    class TraceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: CritiqueRequest
+    timeout_ms: int
+    trace: _containers.ScalarMap[str, str]
+    whole: bool
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[CritiqueRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., trace: _Optional[_Mapping[str, str]] = ..., whole: _Optional[bool] = ...) -> None: ...
+
+class ChannelUpdate(_message.Message):
+    __slots__ = ("jobs", "load", "model")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobUpdate]
+    load: _common_pb2.SamplerLoad
+    model: _common_pb2.ModelInfo
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobUpdate, _Mapping]]] = ..., load: _Optional[_Union[_common_pb2.SamplerLoad, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+
+class JobUpdate(_message.Message):
+    __slots__ = ("id", "samples", "done", "error_code", "error_message", "error_field")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.Sample]
+    done: bool
+    error_code: int
+    error_message: str
+    error_field: str
+    def __init__(self, id: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., done: _Optional[bool] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., error_field: _Optional[str] = ...) -> None: ...

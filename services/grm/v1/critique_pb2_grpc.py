@@ -45,6 +45,11 @@ class CritiqueServiceStub:
                 request_serializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
                 response_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueUpdate.FromString,
                 _registered_method=True)
+        self.SampleChannel = channel.stream_stream(
+                '/grm.v1.CritiqueService/SampleChannel',
+                request_serializer=grm_dot_v1_dot_critique__pb2.ChannelRequest.SerializeToString,
+                response_deserializer=grm_dot_v1_dot_critique__pb2.ChannelUpdate.FromString,
+                _registered_method=True)
         self.GetLoad = channel.unary_unary(
                 '/grm.v1.CritiqueService/GetLoad',
                 request_serializer=grm_dot_v1_dot_critique__pb2.LoadRequest.SerializeToString,
@@ -76,6 +81,18 @@ class CritiqueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SampleChannel(self, request_iterator, context):
+        """Many requests' samples over one long-lived call (the aggregator keeps one per sampler and
+        opens a new one every minute or so): each ChannelJob starts one request's samples, which
+        come back tagged with the job's id as they finish; a cancel stops a job, down to the
+        engine. Saves a call's setup per request; under load several jobs travel in one message.
+        When the sampler stops, it refuses new jobs (UNAVAILABLE), finishes the running ones and
+        ends the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLoad(self, request, context):
         """The sampler's current load.
         """
@@ -102,6 +119,11 @@ def add_CritiqueServiceServicer_to_server(servicer, server):
                     servicer.SampleStream,
                     request_deserializer=grm_dot_v1_dot_critique__pb2.CritiqueRequest.FromString,
                     response_serializer=grm_dot_v1_dot_critique__pb2.CritiqueUpdate.SerializeToString,
+            ),
+            'SampleChannel': grpc.stream_stream_rpc_method_handler(
+                    servicer.SampleChannel,
+                    request_deserializer=grm_dot_v1_dot_critique__pb2.ChannelRequest.FromString,
+                    response_serializer=grm_dot_v1_dot_critique__pb2.ChannelUpdate.SerializeToString,
             ),
             'GetLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLoad,
@@ -168,6 +190,33 @@ class CritiqueService:
             '/grm.v1.CritiqueService/SampleStream',
             grm_dot_v1_dot_critique__pb2.CritiqueRequest.SerializeToString,
             grm_dot_v1_dot_critique__pb2.CritiqueUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleChannel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/grm.v1.CritiqueService/SampleChannel',
+            grm_dot_v1_dot_critique__pb2.ChannelRequest.SerializeToString,
+            grm_dot_v1_dot_critique__pb2.ChannelUpdate.FromString,
             options,
             channel_credentials,
             insecure,

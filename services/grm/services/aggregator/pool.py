@@ -43,9 +43,10 @@ from grm.core.planner import LatencyWindow
 from grm.core.sampling import DEADLINE_REASON, unfinished
 from grm.core.types import ModelInfo, Sample, SampleSpec
 from grm.rpc import convert
-from grm.rpc.security import ClientSecurity, aio_channel
+from grm.rpc.security import PLAINTEXT, ClientSecurity, aio_channel, bearer_header
 from grm.rpc.server import channel_options
 from grm.scoring.principles import PrincipleSet
+from grm.services.aggregator.channel import CallEnded, SamplerChannel
 from grm.telemetry import ClientTraceInterceptor
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, principle_pb2_grpc
 
@@ -55,7 +56,7 @@ UNAVAILABLE_REASON = "sampler unavailable"
 MODEL_MISMATCH_REASON = "sampler serves another model"
 # Codes that mean "this endpoint is gone or going" (connection lost, server stopping).
 _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
-_SAMPLE_METHOD = "/grm.v1.CritiqueService/Sample"
+_CHANNEL_METHOD = "/grm.v1.CritiqueService/SampleChannel"
 _STREAM_METHOD = "/grm.v1.CritiqueService/SampleStream"
 
 
@@ -75,6 +76,8 @@ class Endpoint:
     retired: bool = False  # removed from the pool: close the channel when idle
     healthy: bool | None = None  # its gRPC health at the last probe (None: not probed yet)
     model: ModelInfo | None = None  # what it serves (Describe or its last reply)
+    mux: SamplerChannel | None = field(default=None, repr=False)  # its SampleChannel calls
+    channel_ok: bool = True  # False: an older sampler without SampleChannel
 
 
 async def probe_health(
@@ -116,8 +119,11 @@ class RemoteSamplerPool:
         max_message_mb: int = 64,
         clock: Callable[[], float] = time.monotonic,
         security: ClientSecurity | None = None,
+        channel_max_age_s: float = 60.0,
     ) -> None:
         self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
+        # A SampleChannel call older than this takes no new jobs (rotated tokens, balance).
+        self.channel_max_age_s = channel_max_age_s
         self.down_for_s = down_for_s
         self.max_message_mb = max_message_mb
         self.security = security  # TLS and bearer token for the sampler channels
@@ -163,7 +169,8 @@ class RemoteSamplerPool:
             self._close_later(ep)
 
     def _close_later(self, ep: Endpoint) -> None:
-        channel, ep.channel, ep.stub = ep.channel, None, None
+        # Closing the channel cancels its SampleChannel calls (their tasks then end).
+        channel, ep.channel, ep.stub, ep.mux = ep.channel, None, None, None
         if ep in self._retired:
             self._retired.remove(ep)
         if channel is None:
@@ -206,6 +213,7 @@ class RemoteSamplerPool:
             ep.healthy = info is not None
             if info is None:
                 return
+            ep.channel_ok = True  # an upgraded sampler may serve SampleChannel now
             model = convert.model_from_pb(info.model)
             if model is not None:
                 ep.model = model
@@ -303,50 +311,36 @@ class RemoteSamplerPool:
         return plan
 
     async def sample(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> list[Sample]:
-        """Draw the specs across the pool; lost or late samples come back invalid.
-
-        Each call's gRPC timeout is the time left before `job.deadline` (the aggregator's
-        reply reserve is already out of it; the sampler keeps its own).
-        """
-        now = time.monotonic()
-        left = job.time_left(now)
-        if left is not None and left <= MARGINS.min_call_s:
-            return [unfinished(s, DEADLINE_REASON) for s in specs]
-        if not self.endpoints:
-            reason = f"{UNAVAILABLE_REASON} (no sampler in the pool)"
-            return [unfinished(s, reason, finish_reason="error") for s in specs]
-        vote_in = job.vote_in(now)
-        endpoints = list(self.endpoints)  # the plan's order, whatever joins or leaves meanwhile
-        plan = self.plan(specs, job.model)
-        if not any(plan):
-            reason = f"{UNAVAILABLE_REASON} (none serves {_model_name(job.model)})"
-            return [unfinished(s, reason, finish_reason="error") for s in specs]
-        calls = [
-            self._call(ep, job, batch, left, vote_in)
-            for ep, batch in zip(endpoints, plan, strict=True)
-            if batch
-        ]
+        """Draw the specs across the pool; lost or late samples come back invalid (`stream`,
+        gathered in `specs` order)."""
         by_key: dict[tuple[int, int], Sample] = {}
-        for samples in await asyncio.gather(*calls):
-            for sample in samples:
-                by_key[(sample.spec.index, sample.spec.attempt)] = sample
+        stream = self._stream(job, specs, whole=True)
+        try:
+            async for batch in stream:
+                for sample in batch:
+                    by_key[(sample.spec.index, sample.spec.attempt)] = sample
+        finally:
+            await stream.aclose()
         return [
             by_key.get((s.index, s.attempt)) or unfinished(s, "sampler returned no sample")
             for s in specs
         ]
 
     def stream(self, job: SamplingJob, specs: Sequence[SampleSpec]) -> AsyncIterator[list[Sample]]:
-        """Draw the specs across the pool in one streaming call per endpoint and yield the
-        samples as they arrive (lost or late ones as invalid samples, as `sample` does).
+        """Draw the specs across the pool, one job per endpoint on its SampleChannel call, and
+        yield the samples as they arrive (lost or late ones as invalid samples).
 
-        Closing the iterator (an anytime vote, the caller gone) cancels the calls still
-        open; the samplers then cancel their samples, down to the engine's HTTP request.
+        Each job's deadline is the time left before `job.deadline` (the aggregator's reply
+        reserve is already out of it; the sampler keeps its own). Closing the iterator (an
+        anytime vote, the caller gone) cancels the jobs still open; the samplers then cancel
+        their samples, down to the engine's HTTP request.
         """
-        return self._stream(job, specs)
+        return self._stream(job, specs, whole=False)
 
     async def _stream(
-        self, job: SamplingJob, specs: Sequence[SampleSpec]
+        self, job: SamplingJob, specs: Sequence[SampleSpec], *, whole: bool
     ) -> AsyncIterator[list[Sample]]:
+        """`whole`: each sampler answers once with all its samples (fewer messages)."""
         now = time.monotonic()
         left = job.time_left(now)
         if left is not None and left <= MARGINS.min_call_s:
@@ -373,7 +367,7 @@ class RemoteSamplerPool:
         for ep, batch in zip(endpoints, plan, strict=True):
             if batch:
                 call = asyncio.ensure_future(
-                    self._stream_call(ep, job, batch, left, vote_in, arrived.put_nowait)
+                    self._draw(ep, job, batch, left, vote_in, arrived.put_nowait, whole)
                 )
                 call.add_done_callback(ended)
                 calls.append(call)
@@ -392,6 +386,108 @@ class RemoteSamplerPool:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
 
+    async def _draw(
+        self,
+        ep: Endpoint,
+        job: SamplingJob,
+        specs: Sequence[SampleSpec],
+        time_limit: float | None,
+        vote_in: float | None,
+        emit: Callable[[list[Sample]], None],
+        whole: bool,
+    ) -> None:
+        """One endpoint's share of a request: a job on its SampleChannel call, or a
+        SampleStream call to a sampler that has no SampleChannel (an older version)."""
+        if ep.channel_ok and await self._channel_job(
+            ep, job, specs, time_limit, vote_in, emit, whole
+        ):
+            return
+        await self._stream_call(ep, job, specs, time_limit, vote_in, emit)
+
+    def _mux(self, ep: Endpoint) -> SamplerChannel:
+        if ep.mux is None:
+            token = (self.security or PLAINTEXT).token_source()
+
+            def observe(update: critique_pb2.ChannelUpdate) -> None:
+                if update.load.capacity:
+                    ep.capacity = update.load.capacity
+
+            ep.mux = SamplerChannel(
+                self._connect(ep),
+                metadata=(lambda: [bearer_header(token)]) if token is not None else tuple,
+                observe=observe,
+                max_age_s=self.channel_max_age_s,
+            )
+        return ep.mux
+
+    async def _channel_job(
+        self,
+        ep: Endpoint,
+        job: SamplingJob,
+        specs: Sequence[SampleSpec],
+        time_limit: float | None,
+        vote_in: float | None,
+        emit: Callable[[list[Sample]], None],
+        whole: bool,
+    ) -> bool:
+        """One job on the endpoint's SampleChannel; False (nothing emitted) when the sampler
+        has no SampleChannel."""
+        mux = self._mux(ep)
+        share = _Share(self, ep, job, specs, emit)
+        code = grpc.StatusCode.OK
+        done = False
+        with telemetry.client_span(_CHANNEL_METHOD) as (span, trace):
+            request = self._request(job, specs, vote_in)
+            ticket = mux.start(
+                request, timeout_s=time_limit, trace=trace, whole=whole, size=_size(job, specs)
+            )
+            timer = None
+            if time_limit is not None:
+                timer = asyncio.get_running_loop().call_later(time_limit, ticket.expire)
+            try:
+                while share.waiting and not share.settled and not done:
+                    for event in await ticket.next():
+                        if isinstance(event, critique_pb2.JobUpdate):
+                            if event.error_code:
+                                done = True
+                                error = convert.error_from_status(
+                                    event.error_code, event.error_message, event.error_field
+                                )
+                                code = convert.status_code(error)
+                                share.failed(code, str(error), error.field)
+                                break
+                            if not share.heard and not share.model(
+                                convert.model_from_pb(ticket.model)
+                            ):
+                                break
+                            share.arrived(event.samples)
+                            done = event.done
+                            continue
+                        done = True
+                        if isinstance(event, grpc.aio.AioRpcError):
+                            code = event.code()
+                            if code is grpc.StatusCode.UNIMPLEMENTED and not share.heard:
+                                ep.channel_ok = False  # an older sampler: SampleStream it is
+                                share.withdraw()
+                                return False
+                            share.failed(code, event.details() or "", None)
+                        elif isinstance(event, CallEnded):
+                            code = grpc.StatusCode.UNAVAILABLE
+                            share.failed(code, str(event), None)
+                        else:  # our own deadline for the job
+                            code = grpc.StatusCode.DEADLINE_EXCEEDED
+                            done = False  # the sampler still runs it: cancel
+                            share.failed(code, "the job's deadline passed", None)
+                        break
+                share.finish()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                mux.finish(ticket, cancel=not done)
+                telemetry.end_client_span(span, code)
+                share.close()
+        return True
+
     async def _stream_call(
         self,
         ep: Endpoint,
@@ -404,13 +500,7 @@ class RemoteSamplerPool:
         """One SampleStream call: emit each update's samples as it arrives."""
         stub = self._connect(ep)
         request = self._request(job, specs, vote_in)
-        unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
-        ep.outstanding += len(specs)
-        ep.samples_sent += len(specs)
-        waiting = {(s.index, s.attempt): s for s in specs}
-        n = len(job.responses)
-        all_generated = True
-        called = time.perf_counter()
+        share = _Share(self, ep, job, specs, emit)
         try:
             with telemetry.client_span(_STREAM_METHOD) as (span, metadata):
                 call = stub.SampleStream(request, timeout=time_limit, metadata=metadata)
@@ -418,35 +508,19 @@ class RemoteSamplerPool:
                     async for update in call:
                         if update.load.capacity:
                             ep.capacity = update.load.capacity
-                        mismatch = self._check_model(ep, job, convert.model_from_pb(update.model))
-                        if mismatch:  # the first update names the model: nothing emitted yet
-                            left = list(waiting.values())
-                            emit([unfinished(s, mismatch, finish_reason="error") for s in left])
+                        if not share.model(convert.model_from_pb(update.model)):
                             return
-                        got = [
-                            convert.sample_from_pb(m, n, sampler=ep.address) for m in update.samples
-                        ]
-                        for sample in got:
-                            if waiting.pop((sample.spec.index, sample.spec.attempt), None):
-                                ep.outstanding -= 1
-                            all_generated = all_generated and bool(sample.text)
-                        emit(got)
+                        share.arrived(update.samples)
                 except grpc.aio.AioRpcError as exc:
                     telemetry.end_client_span(span, exc.code())
-                    emit(self._failed(ep, exc, list(waiting.values())))
+                    share.failed(exc.code(), exc.details() or "", _field(exc))
                     return
                 finally:
                     call.cancel()  # no-op once it ended; else the sampler stops its samples
                 telemetry.end_client_span(span, grpc.StatusCode.OK)
+                share.finish()
         finally:
-            ep.outstanding -= len(waiting)  # those not arrived (emitted as failed, or missing)
-            if ep.retired and not ep.outstanding:
-                self._close_later(ep)
-        if waiting:
-            emit([unfinished(s, "sampler returned no sample") for s in waiting.values()])
-        elif unqueued and all_generated:
-            # every sample generated (none cut by the deadline): the call took one service time
-            self.latency.observe((time.perf_counter() - called) * 1000)
+            share.close()
 
     def _request(
         self, job: SamplingJob, specs: Sequence[SampleSpec], vote_in: float | None
@@ -459,18 +533,19 @@ class RemoteSamplerPool:
         return request
 
     def _failed(
-        self, ep: Endpoint, exc: grpc.aio.AioRpcError, specs: Sequence[SampleSpec]
+        self,
+        ep: Endpoint,
+        code: grpc.StatusCode,
+        details: str,
+        field: str | None,
+        specs: Sequence[SampleSpec],
     ) -> list[Sample]:
-        """A failed call's specs as invalid samples (the endpoint marked down when lost); a
-        sampler's INVALID_ARGUMENT is the caller's error and is raised."""
-        code = exc.code()
+        """A failed call's or job's specs as invalid samples (the endpoint marked down when
+        lost); a sampler's INVALID_ARGUMENT is the caller's error and is raised."""
         if code is grpc.StatusCode.INVALID_ARGUMENT:
-            field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
-            raise convert.error_from_status(
-                code, exc.details() or "", str(field) if field else None
-            ) from None
+            raise convert.error_from_status(code, details, field) from None
         ep.failures += 1
-        ep.last_error = f"{code.name}: {exc.details()}"
+        ep.last_error = f"{code.name}: {details}"
         if code in _LOST:
             ep.down_until = self.clock() + self.down_for_s
             reason = f"{UNAVAILABLE_REASON} ({ep.address}: {ep.last_error})"
@@ -495,48 +570,6 @@ class RemoteSamplerPool:
             )
         return ""
 
-    async def _call(
-        self,
-        ep: Endpoint,
-        job: SamplingJob,
-        specs: Sequence[SampleSpec],
-        time_limit: float | None,
-        vote_in: float | None,
-    ) -> list[Sample]:
-        stub = self._connect(ep)
-        request = self._request(job, specs, vote_in)
-        # Only a call that fits the sampler's free slots measures service time, not queueing.
-        unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
-        ep.outstanding += len(specs)
-        ep.samples_sent += len(specs)
-        called = time.perf_counter()
-        try:
-            # The span and its context by hand, not a channel interceptor: grpc's intercepted
-            # call costs an extra task and wrappers per call.
-            with telemetry.client_span(_SAMPLE_METHOD) as (span, metadata):
-                try:
-                    reply: critique_pb2.CritiqueResponse = await stub.Sample(
-                        request, timeout=time_limit, metadata=metadata
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    telemetry.end_client_span(span, exc.code())
-                    return self._failed(ep, exc, specs)
-                telemetry.end_client_span(span, grpc.StatusCode.OK)
-        finally:
-            ep.outstanding -= len(specs)
-            if ep.retired and not ep.outstanding:
-                self._close_later(ep)
-        if reply.load.capacity:
-            ep.capacity = reply.load.capacity
-        if unqueued and reply.samples and all(m.text for m in reply.samples):
-            # every sample generated (none cut by the deadline): the call took one service time
-            self.latency.observe((time.perf_counter() - called) * 1000)
-        mismatch = self._check_model(ep, job, convert.model_from_pb(reply.model))
-        if mismatch:
-            return [unfinished(s, mismatch, finish_reason="error") for s in specs]
-        n = len(job.responses)
-        return [convert.sample_from_pb(m, n, sampler=ep.address) for m in reply.samples]
-
     def stats(self) -> dict[str, dict[str, int | str | bool | None]]:
         """Per endpoint: samples sent, failures, capacity, in flight, health and model."""
         return {
@@ -554,12 +587,108 @@ class RemoteSamplerPool:
 
     async def close(self) -> None:
         for ep in [*self.endpoints, *self._retired]:
+            if ep.mux is not None:
+                await ep.mux.close()
+                ep.mux = None
             if ep.channel is not None:
                 await ep.channel.close()
             ep.channel = ep.stub = None
         self._retired.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _size(job: SamplingJob, specs: Sequence[SampleSpec]) -> int:
+    """About a job's encoded bytes, from above (UTF-8 takes at most 4 per character)."""
+    chars = sum(len(t.content) for t in job.context.turns) + len(job.reference or "")
+    chars += sum(len(r) for r in job.responses) + sum(len(s.principles) for s in specs)
+    return 4 * chars + 64 * len(specs) + 256
+
+
+def _field(exc: grpc.aio.AioRpcError) -> str | None:
+    """The request field a failed call's trailing metadata names."""
+    field = dict(exc.trailing_metadata() or ()).get(convert.FIELD_METADATA_KEY)
+    return str(field) if field else None
+
+
+class _Share:
+    """One endpoint's share of a request while it is drawn (a SampleChannel job or a
+    SampleStream call): the specs still owed, and the bookkeeping both paths share — the
+    endpoint's in-flight count, the model check, the k planner's service-time sample."""
+
+    def __init__(
+        self,
+        pool: RemoteSamplerPool,
+        ep: Endpoint,
+        job: SamplingJob,
+        specs: Sequence[SampleSpec],
+        emit: Callable[[list[Sample]], None],
+    ) -> None:
+        self.pool, self.ep, self.job, self.emit = pool, ep, job, emit
+        self.waiting = {(s.index, s.attempt): s for s in specs}
+        self.heard = False  # a reply came (the sampler knows the call)
+        self.settled = False  # every owed spec has been emitted (failed or mismatched)
+        self.all_generated = True
+        # Only a share that fits the sampler's free slots measures service time, not queueing.
+        self.unqueued = ep.outstanding + len(specs) <= (ep.capacity or len(specs))
+        ep.outstanding += len(specs)
+        ep.samples_sent += len(specs)
+        self.called = time.perf_counter()
+
+    def model(self, model: ModelInfo | None) -> bool:
+        """Learn the model the sampler named; False (the owed specs emitted as invalid) when
+        its samples cannot vote for this request."""
+        self.heard = True
+        mismatch = self.pool._check_model(self.ep, self.job, model)
+        if mismatch:
+            left = self.waiting.values()
+            self._settle([unfinished(s, mismatch, finish_reason="error") for s in left])
+        return not mismatch
+
+    def arrived(self, messages: Iterable[common_pb2.Sample]) -> None:
+        n = len(self.job.responses)
+        got = [convert.sample_from_pb(m, n, sampler=self.ep.address) for m in messages]
+        for sample in got:
+            if self.waiting.pop((sample.spec.index, sample.spec.attempt), None):
+                self.ep.outstanding -= 1
+            self.all_generated = self.all_generated and bool(sample.text)
+        if got:
+            self.emit(got)
+
+    def failed(self, code: grpc.StatusCode, details: str, field: str | None) -> None:
+        """The call or job failed: the owed specs as invalid samples (INVALID_ARGUMENT is
+        raised: the request itself is wrong)."""
+        self.settled = True  # also when raised: nothing more is owed to the caller
+        self.emit(self.pool._failed(self.ep, code, details, field, list(self.waiting.values())))
+
+    def withdraw(self) -> None:
+        """Nothing was drawn (the sampler does not know the call): undo the bookkeeping."""
+        self.ep.outstanding -= len(self.waiting)
+        self.ep.samples_sent -= len(self.waiting)
+        self.waiting.clear()
+        self.settled = True
+
+    def _settle(self, samples: list[Sample]) -> None:
+        self.settled = True
+        self.emit(samples)
+
+    def close(self) -> None:
+        """The share is over (also when cancelled): release the endpoint."""
+        ep = self.ep
+        ep.outstanding -= len(self.waiting)  # those not arrived (emitted as failed, or missing)
+        if ep.retired and not ep.outstanding:
+            self.pool._close_later(ep)
+
+    def finish(self) -> None:
+        """The sampler has answered all it will: owed specs as missing, else the service
+        time for the k planner."""
+        if self.settled:
+            return
+        if self.waiting:
+            self.emit([unfinished(s, "sampler returned no sample") for s in self.waiting.values()])
+        elif self.unqueued and self.all_generated:
+            # every sample generated (none cut by the deadline): the call took one service time
+            self.pool.latency.observe((time.perf_counter() - self.called) * 1000)
 
 
 class RemotePrincipleSource:

@@ -41,7 +41,9 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Samp
 def build_server(settings: SamplerSettings, sampler: CritiqueSampler) -> GrmServer:
     servicer = CritiqueServicer(sampler, limits=settings.limits, defaults=settings.defaults)
     add = critique_pb2_grpc.add_CritiqueServiceServicer_to_server
-    return grpc_server(settings.server, add, servicer, SERVICE)
+    server = grpc_server(settings.server, add, servicer, SERVICE)
+    server.on_drain.append(servicer.drain)
+    return server
 
 
 async def run(settings: SamplerSettings, **_: Any) -> None:

@@ -13,6 +13,7 @@ from grm.core.types import SampleSpec
 from grm.core.validation import Defaults, Limits
 from grm.rpc import convert
 from grm.scoring.critique import CritiqueSampler, sample_within, stream_within
+from grm.services.sampler.channel import ChannelSession
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
 
@@ -30,13 +31,22 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         telemetry.watch_sampler(sampler)  # grm_sampler_* gauges (the HPA's input)
         self.limits = limits or Limits()
         self.defaults = defaults or Defaults()
+        self._channels: set[ChannelSession] = set()
+        self._draining = False
+
+    def drain(self) -> None:
+        """Stopping (SIGTERM): open SampleChannel calls refuse new jobs and end once their
+        running jobs are done, within the server's grace period."""
+        self._draining = True
+        for session in self._channels:
+            session.drain()
 
     def _load(self) -> common_pb2.SamplerLoad:
         s = self.sampler
         return convert.load_to_pb(s.in_flight, s.queued, s.capacity)
 
     def _job(
-        self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+        self, request: critique_pb2.CritiqueRequest, time_left_s: float | None
     ) -> tuple[SamplingJob, list[SampleSpec]]:
         ctx, responses, specs, params, reference = convert.critique_call(
             request, self.limits, self.defaults
@@ -48,7 +58,7 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
             responses,
             params,
             now=time.monotonic(),
-            time_left_s=context.time_remaining(),
+            time_left_s=time_left_s,
             vote_in_s=request.vote_in_ms / 1000 if request.vote_in_ms else None,
             reference=reference,
         )
@@ -57,7 +67,7 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
     async def Sample(
         self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
     ) -> critique_pb2.CritiqueResponse:
-        job, specs = self._job(request, context)
+        job, specs = self._job(request, context.time_remaining())
         with telemetry.sample_batch(len(specs)):
             samples = await sample_within(self.sampler, job, specs)
         return critique_pb2.CritiqueResponse(
@@ -70,7 +80,7 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         self, request: critique_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[critique_pb2.CritiqueUpdate]:
         """The samples as they finish; the caller cancelling the call cancels the rest."""
-        job, specs = self._job(request, context)
+        job, specs = self._job(request, context.time_remaining())
         model = convert.model_to_pb(self.sampler.info)
         with telemetry.sample_batch(len(specs)):
             stream = stream_within(self.sampler, job, specs)
@@ -84,6 +94,22 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
                     model = None  # the first update names the model
             finally:
                 await stream.aclose()
+
+    async def SampleChannel(
+        self,
+        request_iterator: AsyncIterator[critique_pb2.ChannelRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[critique_pb2.ChannelUpdate]:
+        """Many requests' samples over one call (see `grm.services.sampler.channel`)."""
+        session = ChannelSession(self.sampler, self._job, self._load)
+        if self._draining:
+            session.drain()
+        self._channels.add(session)
+        try:
+            async for update in session.serve(request_iterator):
+                yield update
+        finally:
+            self._channels.discard(session)
 
     async def GetLoad(
         self, request: critique_pb2.LoadRequest, context: grpc.aio.ServicerContext

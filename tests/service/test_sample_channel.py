@@ -1,0 +1,157 @@
+"""SampleChannel: the aggregator's pool sends many requests' samples over one long-lived call
+per sampler. Real samplers on loopback ports and the production pool; only the model is
+scripted. What must hold: jobs share a call (and a write when started together), a job's own
+failure stays its own, a stopping sampler finishes what it runs and refuses the rest, old
+calls close once their jobs are done, and a sampler without SampleChannel is still served."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from grm.core.errors import InvalidArgumentError
+from grm.core.plan import SamplingJob
+from grm.core.types import Context, SampleSpec, SamplingParams
+from grm.core.validation import Limits
+from grm.rpc.server import GrmServer
+from grm.services.aggregator.pool import UNAVAILABLE_REASON, RemoteSamplerPool
+from grm.services.bootstrap import grpc_server
+from grm.services.sampler.channel import STOPPING
+from grm.services.sampler.main import SERVICE
+from grm.services.sampler.service import CritiqueServicer
+from grm.v1 import critique_pb2_grpc
+from tests.support.polling import eventually
+from tests.support.servers import LOOPBACK, RunningSampler, TrackingBackend, start_sampler
+
+RESPONSES = ("bad one", "good one")
+JOB = SamplingJob(Context.from_query("q"), RESPONSES, SamplingParams())
+
+
+def _specs(n: int, first: int = 0) -> list[SampleSpec]:
+    return [
+        SampleSpec(index=first + i, attempt=0, seed=10 + first + i, order=(0, 1)) for i in range(n)
+    ]
+
+
+async def test_concurrent_requests_share_one_call_and_one_write() -> None:
+    sampler = await start_sampler(TrackingBackend(capacity=16, delay=0.05))
+    pool = RemoteSamplerPool([sampler.address])
+    try:
+        # Started in the same loop iteration: six jobs, one call, one message.
+        results = await asyncio.gather(*(pool.sample(JOB, _specs(2, 2 * i)) for i in range(6)))
+        assert all(s.valid for samples in results for s in samples)
+        assert [[s.spec.index for s in r] for r in results] == [
+            [2 * i, 2 * i + 1] for i in range(6)
+        ]
+        (ep,) = pool.endpoints
+        assert ep.mux is not None and ep.mux.calls_opened == 1 and ep.mux.writes == 1
+        assert ep.outstanding == 0 and sampler.backend.finished == 12
+        # Later requests ride the same call.
+        assert all(s.valid for s in await pool.sample(JOB, _specs(3, 20)))
+        assert ep.mux.calls_opened == 1 and ep.mux.writes == 2
+    finally:
+        await pool.close()
+        await sampler.stop()
+
+
+async def test_a_rejected_job_fails_alone_and_the_call_goes_on() -> None:
+    sampler = await start_sampler(limits=Limits(max_response_chars=10))
+    pool = RemoteSamplerPool([sampler.address])
+    too_long = SamplingJob(Context.from_query("q"), ("x" * 50, "ok"), SamplingParams())
+    try:
+        with pytest.raises(InvalidArgumentError) as caught:
+            await pool.sample(too_long, _specs(2))
+        assert caught.value.field is not None and caught.value.field.startswith("responses")
+        assert all(s.valid for s in await pool.sample(JOB, _specs(2)))
+        (ep,) = pool.endpoints
+        assert ep.mux is not None and ep.mux.calls_opened == 1 and ep.outstanding == 0
+    finally:
+        await pool.close()
+        await sampler.stop()
+
+
+async def test_a_stopping_sampler_finishes_its_jobs_and_refuses_new_ones() -> None:
+    staying = await start_sampler(TrackingBackend(capacity=1, delay=0.3))
+    leaving = await start_sampler(TrackingBackend(capacity=1, delay=0.3))
+    drained = asyncio.Event()
+    leaving.server.on_drain.append(drained.set)
+    pool = RemoteSamplerPool([staying.address, leaving.address])
+    try:
+        first = asyncio.ensure_future(pool.sample(JOB, _specs(2)))
+        await eventually(
+            lambda: staying.backend.running == 1 and leaving.backend.running == 1,
+            "one sample running on each sampler",
+        )
+        stopping = asyncio.ensure_future(leaving.stop(grace=30))  # ends sooner: jobs done
+        await drained.wait()
+        second = await pool.sample(JOB, _specs(2, 2))
+        refused = [s for s in second if not s.valid]
+        assert len(refused) == 1 and refused[0].finish_reason == "error"
+        assert UNAVAILABLE_REASON in refused[0].invalid_reason
+        assert STOPPING in refused[0].invalid_reason
+        assert [s.sampler for s in second if s.valid] == [staying.address]
+        # The job that was running when the sampler began to stop finished there.
+        assert {s.sampler for s in await first if s.valid} == {staying.address, leaving.address}
+        await stopping  # the call ended once its job was done; nothing was cut
+        assert leaving.backend.finished == 1 and leaving.backend.cancelled == 0
+        # Marked down: the next request goes to the sampler that stays.
+        third = await pool.sample(JOB, _specs(2, 4))
+        assert all(s.valid and s.sampler == staying.address for s in third)
+    finally:
+        await pool.close()
+        await staying.stop()
+        await leaving.stop()
+
+
+async def test_rotated_calls_close_once_their_jobs_are_done() -> None:
+    sampler = await start_sampler(TrackingBackend(capacity=4, delay=0.05))
+    pool = RemoteSamplerPool([sampler.address], channel_max_age_s=0.0)  # every job: a new call
+    try:
+        for i in range(3):
+            assert all(s.valid for s in await pool.sample(JOB, _specs(2, 2 * i)))
+        (ep,) = pool.endpoints
+        assert ep.mux is not None and ep.mux.calls_opened == 3
+        # The two older calls stop writing, the sampler ends them: only the newest stays.
+        await eventually(lambda: ep.mux is not None and ep.mux.open_calls == 1, "old calls end")
+    finally:
+        await pool.close()
+        await sampler.stop()
+
+
+class _OlderServicer(CritiqueServicer):
+    """A sampler from before SampleChannel (the generated base answers UNIMPLEMENTED)."""
+
+    SampleChannel = critique_pb2_grpc.CritiqueServiceServicer.SampleChannel  # type: ignore[assignment]
+
+
+async def _older_sampler() -> tuple[GrmServer, RunningSampler]:
+    running = await start_sampler(TrackingBackend(capacity=4))
+    servicer = _OlderServicer(running.sampler)
+    add = critique_pb2_grpc.add_CritiqueServiceServicer_to_server
+    server = grpc_server(LOOPBACK, add, servicer, SERVICE)
+    await server.start()
+    await server.set_serving(True)
+    return server, running
+
+
+@pytest.mark.parametrize("anytime", [False, True], ids=["sample", "stream"])
+async def test_an_older_sampler_is_served_through_sample_stream(anytime: bool) -> None:
+    server, running = await _older_sampler()
+    pool = RemoteSamplerPool([server.address])
+    job = SamplingJob(JOB.context, RESPONSES, JOB.params, vote_at=time.monotonic() + 30)
+    try:
+        for first in (0, 2):  # the first learns it, the second goes straight to SampleStream
+            if anytime:
+                got = [s async for batch in pool.stream(job, _specs(2, first)) for s in batch]
+            else:
+                got = await pool.sample(JOB, _specs(2, first))
+            assert len(got) == 2 and all(s.valid for s in got)
+        (ep,) = pool.endpoints
+        assert ep.channel_ok is False and ep.outstanding == 0 and ep.samples_sent == 4
+        assert running.backend.finished == 4
+    finally:
+        await pool.close()
+        await server.stop(0)
+        await running.stop()

@@ -83,7 +83,7 @@ class CritiqueServiceServicer:
 
     def SampleChannel(self, request_iterator, context):
         """Many requests' samples over one long-lived call (the aggregator keeps one per sampler and
-        opens a new one every minute or so): each ChannelJob starts one request's samples, which
+        opens a new one every 20 s or so): each ChannelJob starts one request's samples, which
         come back tagged with the job's id as they finish; a cancel stops a job, down to the
         engine. Saves a call's setup per request; under load several jobs travel in one message.
         When the sampler stops, it refuses new jobs (UNAVAILABLE), finishes the running ones and

@@ -22,6 +22,11 @@ import grpc
 
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
+# A call this old takes no new jobs. A sampler closes a connection 30 s after its maximum age
+# (`grpc.max_connection_age_grace_ms`, rpc.server); a call opened just before that takes jobs
+# for 20 s only, so every job still has 10 s or more to finish before the connection ends.
+DEFAULT_MAX_AGE_S = 20.0
+
 
 class CallEnded(Exception):
     """The sampler ended the call with the job still open (it was stopping)."""
@@ -95,7 +100,7 @@ class SamplerChannel:
         *,
         metadata: Callable[[], Sequence[tuple[str, str]]] = tuple,
         observe: Callable[[critique_pb2.ChannelUpdate], None] = lambda _: None,
-        max_age_s: float = 60.0,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
         max_batch_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -46,7 +46,7 @@ from grm.rpc import convert
 from grm.rpc.security import PLAINTEXT, ClientSecurity, aio_channel, bearer_header
 from grm.rpc.server import channel_options
 from grm.scoring.principles import PrincipleSet
-from grm.services.aggregator.channel import CallEnded, SamplerChannel
+from grm.services.aggregator.channel import DEFAULT_MAX_AGE_S, CallEnded, SamplerChannel
 from grm.telemetry import ClientTraceInterceptor
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, principle_pb2_grpc
 
@@ -119,7 +119,7 @@ class RemoteSamplerPool:
         max_message_mb: int = 64,
         clock: Callable[[], float] = time.monotonic,
         security: ClientSecurity | None = None,
-        channel_max_age_s: float = 60.0,
+        channel_max_age_s: float = DEFAULT_MAX_AGE_S,
     ) -> None:
         self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
         # A SampleChannel call older than this takes no new jobs (rotated tokens, balance).

@@ -1,13 +1,17 @@
 """The Kubernetes HorizontalPodAutoscaler's replica computation, as pure functions.
 
-A model of the autoscaling/v2 controller for one Pods metric with an AverageValue target, so
-that `grm bench autoscale` can replay the chart's `sampler.autoscaling` settings without a
-cluster. It follows the controller's code (pkg/controller/podautoscaler):
+A model of the autoscaling/v2 controller for one Pods metric with an AverageValue target (and
+optionally External metrics with AverageValue targets), so that `grm bench autoscale` can
+replay the chart's `sampler.autoscaling` settings without a cluster. It follows the
+controller's code (pkg/controller/podautoscaler):
 
 - replica calculator: ratio = mean(metric of pods that report one) / target; within the
   tolerance (default 0.1) nothing changes; else ceil(ratio x pods that report). Pods with no
   metric (e.g. not started yet) count as 0 when scaling up and as the target when scaling
   down; if that flips the direction or lands within the tolerance, nothing changes;
+- an External metric with an AverageValue target proposes ceil(value / target) (unchanged
+  within the tolerance of value / (target x current)); with several metrics the HPA takes the
+  largest proposal;
 - stabilization: the recommendation is clamped between the lowest recommendation of the
   scale-up window and the highest of the scale-down window (both include the newest);
 - rate policies: each policy allows a change relative to the replicas at the start of its
@@ -137,6 +141,20 @@ def metric_replicas(
     return proposed
 
 
+def external_replicas(current: int, value: float, target: float, tolerance: float = 0.1) -> int:
+    """The replica calculator for an External metric with an AverageValue target.
+
+    The value is the pool's total (not a per-pod mean), so replicas = ceil(value / target);
+    within the tolerance of the current replicas nothing changes. A second metric of an HPA
+    gets its own proposal; the HPA acts on the largest.
+    """
+    if target <= 0:
+        return current
+    if current > 0 and abs(value / (target * current) - 1.0) <= tolerance:
+        return current
+    return math.ceil(value / target)
+
+
 Event = tuple[float, int]  # (time, replicas added or removed)
 
 
@@ -222,8 +240,18 @@ class Hpa:
             return max(desired, s.min_replicas, floor)
         return desired
 
-    def sync(self, now: float, current: int, values: Sequence[float], missing: int = 0) -> int:
-        """One reconcile: the replicas the HPA sets, given the pods' metric values now."""
+    def sync(
+        self,
+        now: float,
+        current: int,
+        values: Sequence[float],
+        missing: int = 0,
+        external: Sequence[tuple[float, float]] = (),
+    ) -> int:
+        """One reconcile: the replicas the HPA sets, given the pods' metric values now.
+
+        `external`: (value, AverageValue target) of further External metrics; the HPA takes
+        the largest proposal over all its metrics."""
         s = self.spec
         if current > s.max_replicas:
             new = s.max_replicas
@@ -231,6 +259,8 @@ class Hpa:
             new = s.min_replicas
         else:
             desired = metric_replicas(current, values, missing, s.target, s.tolerance)
+            for value, target in external:
+                desired = max(desired, external_replicas(current, value, target, s.tolerance))
             new = self.limit(now, current, self.stabilize(now, current, desired))
         if new > current:
             self.ups.append((now, new - current))

@@ -845,8 +845,9 @@ def test_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
     query = trigger["metadata"]["query"]
     assert 'grm_sampler_in_flight{namespace="keda",pod=~"keda-grm-sampler-.*"}' in query
     assert "grm_sampler_queued" in query and "grm_sampler_capacity" in query
-    # the demand in pods against the HPA's per-pod ratio target (800m), not an absolute count
-    assert trigger["metadata"]["threshold"] == "0.8"
+    # the demand in pods against the HPA's per-pod ratio target (1), not an absolute count
+    assert trigger["metadata"]["threshold"] == "1"
+    assert "grm_k_deficit_total" in query, "the samples the k planner cut count as demand"
     assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
@@ -869,7 +870,7 @@ def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
     # One k=32 burst on one pod should not add pods: the window averages the gauges in both
     # the prometheus-adapter rule and KEDA's query; capacity stays an instant value.
     window = "--set=sampler.autoscaling.metric.window=90s"
-    scraped = "--set=metrics.serviceMonitor.enabled=true"
+    scraped = "--set=metrics.serviceMonitor.enabled=true,sampler.autoscaling.deficit.enabled=false"
     adapter = load_docs(template("win", window, scraped).stdout)
     query = adapter_rules(adapter)[0]["metricsQuery"]
     assert "avg_over_time(grm_sampler_in_flight{<<.LabelMatchers>>}[90s])" in query
@@ -884,6 +885,46 @@ def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
         f" / clamp_min(avg(grm_sampler_capacity{{{sel}}}), 1)"
     )
     bad = template("win", "--set=sampler.autoscaling.metric.window=a minute", check=False)
+    assert bad.returncode != 0 and "window" in bad.stderr
+
+
+def test_deficit_adds_the_samples_the_planner_cut_to_the_demand() -> None:
+    # rate(k deficit) x the samplers' mean generation time = the samples the cut would keep
+    # running; the adapter rule gives each pod an equal share of it in pods (the HPA's average
+    # x pods is then the whole demand), KEDA adds it to the pool's samples. 0 until the series
+    # exist, so a pool no request was cut in still reports its demand.
+    scraped = "--set=metrics.serviceMonitor.enabled=true"
+    sampler = 'namespace="cut",pod=~"cut-grm-sampler-.*"'
+    generate = f'{sampler},stage="generate"'
+    cut = (
+        'sum(rate(grm_k_deficit_total{namespace="cut",pod=~"cut-grm-aggregator-.*"}[2m]))'
+        f" * sum(rate(grm_stage_duration_seconds_sum{{{generate}}}[2m]))"
+        f" / clamp_min(sum(rate(grm_stage_duration_seconds_count{{{generate}}}[2m])), 1e-9)"
+    )
+    window = "--set=sampler.autoscaling.deficit.window=2m"
+    [rule] = adapter_rules(load_docs(template("cut", scraped, window).stdout))
+    share = f"scalar(({cut}) / clamp_min(sum(grm_sampler_capacity{{{sampler}}}), 1) or vector(0))"
+    assert rule["metricsQuery"].endswith(f"), 1) + {share}")
+    assert rule["metricsQuery"].count("(") == rule["metricsQuery"].count(")")
+    keda = load_docs(template("cut", scraped, window, "--set=sampler.autoscaling.mode=keda").stdout)
+    [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    assert f" + scalar({cut} or vector(0))) / clamp_min(avg(grm_sampler_capacity" in query
+    assert query.count("(") == query.count(")")
+    # the counter's name follows metrics.names; off: the demand gauges alone
+    renamed = "--set=metrics.names.kDeficit=my_cut_total"
+    assert (
+        "my_cut_total{"
+        in adapter_rules(load_docs(template("cut", scraped, renamed).stdout))[0]["metricsQuery"]
+    )
+    off = "--set=sampler.autoscaling.deficit.enabled=false"
+    [rule] = adapter_rules(load_docs(template("cut", scraped, off).stdout))
+    assert "deficit" not in rule["metricsQuery"] and "scalar" not in rule["metricsQuery"]
+    keda = load_docs(template("cut", scraped, off, "--set=sampler.autoscaling.mode=keda").stdout)
+    [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
+    assert "deficit" not in trigger["metadata"]["query"]
+    # a rate needs a range
+    bad = template("cut", "--set=sampler.autoscaling.deficit.window=", check=False)
     assert bad.returncode != 0 and "window" in bad.stderr
 
 

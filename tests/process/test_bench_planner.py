@@ -134,11 +134,11 @@ def test_k_deficit_as_demand_grows_the_pool_and_grants_more_k() -> None:
 
 def test_chart_defaults_match_values_yaml() -> None:
     values = yaml.safe_load(CHART.read_text())["sampler"]["autoscaling"]
-    for key in ("minReplicas", "maxReplicas", "behavior"):
+    for key in ("minReplicas", "maxReplicas", "behavior", "deficit"):
         assert values[key] == CHART_AUTOSCALING[key]
     assert values["metric"] == CHART_AUTOSCALING["metric"]
     spec = HpaSpec.from_values(values)
-    assert spec.target == 0.8 and spec.scale_down.stabilization_s == 120
+    assert spec.target == 1.0 and spec.scale_down.stabilization_s == 120
     assert spec.scale_up.stabilization_s == 60
     assert parse_window(values["metric"]["window"]) == 60
 

@@ -97,13 +97,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "1m, down 300s 50%/min": _variant("800m", "1m", 300, 50),
     "2m, down 60s 50%/min": _variant("800m", "2m", 60, 50),
     "1m target 1, down 120s": _variant("1", "1m", 120, 50),
-    "chart defaults": CHART_AUTOSCALING,
-    # the samples the k planner cut counted as demand
+    # the chart's defaults before the k deficit counted (target 800m), and with it
+    "800m, no deficit": _deficit("800m"),
     "1, no deficit": _deficit("1"),
     "800m, deficit metric": _deficit("800m", "separate"),
     "800m, deficit added": _deficit("800m", "add"),
     "900m, deficit added": _deficit("900m", "add"),
-    "1, deficit added": _deficit("1", "add"),
+    "chart defaults": CHART_AUTOSCALING,  # 1, deficit added
 }
 
 

@@ -90,13 +90,17 @@ class HpaSpec:
 
 # The chart's sampler.autoscaling defaults (charts/grm/values.yaml; a test keeps them equal),
 # chosen with `grm bench autoscale` (docs/benchmarks.md): the gauges averaged over 1m, the
+# samples the k planner cut counted as demand (deficit), a target of 1 (a full pod), the
 # lowest recommendation of the last minute when scaling up, and half the pool per minute after
 # 2 calm minutes when scaling down.
 CHART_AUTOSCALING: dict[str, Any] = {
     "minReplicas": 1,
     "maxReplicas": 8,
     # window: a PromQL range ("1m" = 60 s; "" = the instant gauges).
-    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m", "window": "1m"},
+    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "1", "window": "1m"},
+    # the rate of grm_k_deficit_total over `window` x the mean sample time, in pods, added to
+    # the demand (grm_dev.bench.poolsim models it; the chart's adapter rule computes it)
+    "deficit": {"enabled": True, "window": "1m"},
     "behavior": {
         "scaleUp": {
             "stabilizationWindowSeconds": 60,

@@ -477,6 +477,7 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
 ) -> None:
     """Each container's args go through `grm`'s parser and its env through build_settings."""
     from grm.cli.main import build_parser
+    from grm.rpc import loop
 
     for doc in kinds(rendered[scenario], "Deployment"):
         for c in pod_spec(doc)["containers"]:
@@ -488,6 +489,8 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
             known = {o.env for o in module.OPTIONS}
             if "CacheSettings" in inspect.getsource(module):  # the service reads the cache env
                 known |= {"GRM_REDIS_URL", "GRM_REDIS_PASSWORD", "GRM_CACHE_PREFIX"}
+            known.add(loop.ENV)  # every process's event loop (grm.rpc.loop), not an option
+            assert env_of(c)[loop.ENV] in loop.CHOICES
             env = {}
             for name, value in env_of(c).items():
                 if name.startswith("GRM_"):
@@ -926,6 +929,33 @@ def test_deficit_adds_the_samples_the_planner_cut_to_the_demand() -> None:
     # a rate needs a range
     bad = template("cut", "--set=sampler.autoscaling.deficit.window=", check=False)
     assert bad.returncode != 0 and "window" in bad.stderr
+
+
+def test_event_loop_and_prefix_locality_reach_the_services() -> None:
+    # Both default on in the services (uvloop, prefix locality); the chart states them so a
+    # release can turn either off (e.g. to rule uvloop out) without knowing the env names.
+    from grm.rpc.loop import CHOICES, ENV
+
+    def envs(*extra: str) -> dict[str, dict[str, Any]]:
+        docs = load_docs(template("loop", "--set=principles.enabled=true", *extra).stdout)
+        return {
+            part: env_of(container(find(docs, "Deployment", part), part))
+            for part in ("aggregator", "principles", "sampler")
+        }
+
+    defaults = envs()
+    assert {part: env[ENV] for part, env in defaults.items()} == dict.fromkeys(defaults, "uvloop")
+    assert defaults["sampler"]["GRM_PREFIX_LOCALITY"] == "true"
+    assert "GRM_PREFIX_LOCALITY" not in defaults["aggregator"]
+    chosen = envs("--set=eventLoop=asyncio,sampler.eventLoop=auto,sampler.prefixLocality=false")
+    assert [chosen[p][ENV] for p in ("aggregator", "principles", "sampler")] == [
+        "asyncio", "asyncio", "auto",
+    ]  # fmt: skip
+    assert {env[ENV] for env in chosen.values()} <= set(CHOICES)
+    assert chosen["sampler"]["GRM_PREFIX_LOCALITY"] == "false"
+    for bad in ("eventLoop=libuv", "sampler.eventLoop=trio", "sampler.prefixLocality=maybe"):
+        result = template("loop", f"--set={bad}", check=False)
+        assert result.returncode != 0, bad
 
 
 def test_cpu_demo_has_no_gpu(

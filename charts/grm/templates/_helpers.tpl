@@ -289,6 +289,8 @@ callers wrap it in `or vector(0)`. */}}
   value: {{ $c.logLevel | quote }}
 - name: GRM_GRACE_S
   value: {{ sub (int $c.terminationGracePeriodSeconds) 5 | quote }}
+- name: GRM_EVENT_LOOP
+  value: {{ default $root.Values.eventLoop $c.eventLoop | quote }}
 {{- if $root.Values.metrics.enabled }}
 - name: GRM_METRICS_PORT
   value: {{ $root.Values.metrics.port | quote }}

@@ -344,11 +344,24 @@ def _series(promql: str) -> set[str]:
     return names - {"avg_over_time", "sum", "avg", "clamp_min"}
 
 
+def _deficit_is_scraped(docs: list[dict[str, Any]], promql: str, ns: str) -> None:
+    """A query that counts the k deficit reads the aggregators' counter: their metrics port is
+    scraped and the query selects this release's aggregator pods."""
+    if "grm_k_deficit_total" not in promql:
+        return
+    aggregator = find(docs, "Deployment", "aggregator")
+    port = int(env_of(container(aggregator, "aggregator"))["GRM_METRICS_PORT"])
+    assert ("aggregator", port) in _scraped(docs, aggregator, ns)
+    pod_re = re.search(r'grm_k_deficit_total\{[^}]*pod=~"([^"]+)"', promql).group(1)
+    assert re.fullmatch(pod_re, aggregator["metadata"]["name"] + "-6d4cf9b7c5-x2x8q")
+
+
 def _follow_sampler(docs: list[dict[str, Any]], ns: str) -> str:
     chart_values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    gauges = set(chart_values["metrics"]["names"].values()) | {
-        chart_values["sampler"]["autoscaling"]["metric"]["name"]
-    }
+    names = chart_values["metrics"]["names"]
+    gauges = set(names.values()) | {chart_values["sampler"]["autoscaling"]["metric"]["name"]}
+    # a histogram's series (the mean generation time of the k deficit term)
+    gauges |= {names["stageDuration"] + "_sum", names["stageDuration"] + "_count"}
     sampler = find(docs, "Deployment", "sampler")
     scaled = find(docs, "ScaledObject", "sampler") if kinds(docs, "ScaledObject") else None
     hpa = hpa_for(docs, "sampler")
@@ -368,6 +381,7 @@ def _follow_sampler(docs: list[dict[str, Any]], ns: str) -> str:
         assert f'namespace="{ns}"' in query
         # ... scraped from the port the sampler serves them on ...
         assert _sampler_metrics_port(sampler) in _scraped(docs, sampler, ns)
+        _deficit_is_scraped(docs, query, ns)
         # ... against the HPA's ratio target, with a fallback while the query fails
         target = chart_values["sampler"]["autoscaling"]["metric"]["targetAverageValue"]
         ratio = float(target[:-1]) / 1000 if target.endswith("m") else float(target)
@@ -390,6 +404,7 @@ def _follow_sampler(docs: list[dict[str, Any]], ns: str) -> str:
     discovered = _series(rule["seriesQuery"])
     assert discovered <= gauges and re.fullmatch(rule["name"]["matches"], next(iter(discovered)))
     assert _series(rule["metricsQuery"].replace("<<.LabelMatchers>>", "")) <= gauges
+    _deficit_is_scraped(docs, rule["metricsQuery"], ns)
     assert rule["resources"]["overrides"] == {
         "namespace": {"resource": "namespace"},
         "pod": {"resource": "pod"},

@@ -477,6 +477,7 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
 ) -> None:
     """Each container's args go through `grm`'s parser and its env through build_settings."""
     from grm.cli.main import build_parser
+    from grm.rpc import loop
 
     for doc in kinds(rendered[scenario], "Deployment"):
         for c in pod_spec(doc)["containers"]:
@@ -488,6 +489,8 @@ def test_service_env_and_args_parse_with_the_services_own_settings(
             known = {o.env for o in module.OPTIONS}
             if "CacheSettings" in inspect.getsource(module):  # the service reads the cache env
                 known |= {"GRM_REDIS_URL", "GRM_REDIS_PASSWORD", "GRM_CACHE_PREFIX"}
+            known.add(loop.ENV)  # every process's event loop (grm.rpc.loop), not an option
+            assert env_of(c)[loop.ENV] in loop.CHOICES
             env = {}
             for name, value in env_of(c).items():
                 if name.startswith("GRM_"):
@@ -845,8 +848,9 @@ def test_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
     query = trigger["metadata"]["query"]
     assert 'grm_sampler_in_flight{namespace="keda",pod=~"keda-grm-sampler-.*"}' in query
     assert "grm_sampler_queued" in query and "grm_sampler_capacity" in query
-    # the demand in pods against the HPA's per-pod ratio target (800m), not an absolute count
-    assert trigger["metadata"]["threshold"] == "0.8"
+    # the demand in pods against the HPA's per-pod ratio target (1), not an absolute count
+    assert trigger["metadata"]["threshold"] == "1"
+    assert "grm_k_deficit_total" in query, "the samples the k planner cut count as demand"
     assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
@@ -869,7 +873,7 @@ def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
     # One k=32 burst on one pod should not add pods: the window averages the gauges in both
     # the prometheus-adapter rule and KEDA's query; capacity stays an instant value.
     window = "--set=sampler.autoscaling.metric.window=90s"
-    scraped = "--set=metrics.serviceMonitor.enabled=true"
+    scraped = "--set=metrics.serviceMonitor.enabled=true,sampler.autoscaling.deficit.enabled=false"
     adapter = load_docs(template("win", window, scraped).stdout)
     query = adapter_rules(adapter)[0]["metricsQuery"]
     assert "avg_over_time(grm_sampler_in_flight{<<.LabelMatchers>>}[90s])" in query
@@ -885,6 +889,73 @@ def test_metric_window_averages_the_gauges_for_hpa_and_keda() -> None:
     )
     bad = template("win", "--set=sampler.autoscaling.metric.window=a minute", check=False)
     assert bad.returncode != 0 and "window" in bad.stderr
+
+
+def test_deficit_adds_the_samples_the_planner_cut_to_the_demand() -> None:
+    # rate(k deficit) x the samplers' mean generation time = the samples the cut would keep
+    # running; the adapter rule gives each pod an equal share of it in pods (the HPA's average
+    # x pods is then the whole demand), KEDA adds it to the pool's samples. 0 until the series
+    # exist, so a pool no request was cut in still reports its demand.
+    scraped = "--set=metrics.serviceMonitor.enabled=true"
+    sampler = 'namespace="cut",pod=~"cut-grm-sampler-.*"'
+    generate = f'{sampler},stage="generate"'
+    cut = (
+        'sum(rate(grm_k_deficit_total{namespace="cut",pod=~"cut-grm-aggregator-.*"}[2m]))'
+        f" * sum(rate(grm_stage_duration_seconds_sum{{{generate}}}[2m]))"
+        f" / clamp_min(sum(rate(grm_stage_duration_seconds_count{{{generate}}}[2m])), 1e-9)"
+    )
+    window = "--set=sampler.autoscaling.deficit.window=2m"
+    [rule] = adapter_rules(load_docs(template("cut", scraped, window).stdout))
+    share = f"scalar(({cut}) / clamp_min(sum(grm_sampler_capacity{{{sampler}}}), 1) or vector(0))"
+    assert rule["metricsQuery"].endswith(f"), 1) + {share}")
+    assert rule["metricsQuery"].count("(") == rule["metricsQuery"].count(")")
+    keda = load_docs(template("cut", scraped, window, "--set=sampler.autoscaling.mode=keda").stdout)
+    [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    assert f" + scalar({cut} or vector(0))) / clamp_min(avg(grm_sampler_capacity" in query
+    assert query.count("(") == query.count(")")
+    # the counter's name follows metrics.names; off: the demand gauges alone
+    renamed = "--set=metrics.names.kDeficit=my_cut_total"
+    assert (
+        "my_cut_total{"
+        in adapter_rules(load_docs(template("cut", scraped, renamed).stdout))[0]["metricsQuery"]
+    )
+    off = "--set=sampler.autoscaling.deficit.enabled=false"
+    [rule] = adapter_rules(load_docs(template("cut", scraped, off).stdout))
+    assert "deficit" not in rule["metricsQuery"] and "scalar" not in rule["metricsQuery"]
+    keda = load_docs(template("cut", scraped, off, "--set=sampler.autoscaling.mode=keda").stdout)
+    [trigger] = find(keda, "ScaledObject", "sampler")["spec"]["triggers"]
+    assert "deficit" not in trigger["metadata"]["query"]
+    # a rate needs a range
+    bad = template("cut", "--set=sampler.autoscaling.deficit.window=", check=False)
+    assert bad.returncode != 0 and "window" in bad.stderr
+
+
+def test_event_loop_and_prefix_locality_reach_the_services() -> None:
+    # Both default on in the services (uvloop, prefix locality); the chart states them so a
+    # release can turn either off (e.g. to rule uvloop out) without knowing the env names.
+    from grm.rpc.loop import CHOICES, ENV
+
+    def envs(*extra: str) -> dict[str, dict[str, Any]]:
+        docs = load_docs(template("loop", "--set=principles.enabled=true", *extra).stdout)
+        return {
+            part: env_of(container(find(docs, "Deployment", part), part))
+            for part in ("aggregator", "principles", "sampler")
+        }
+
+    defaults = envs()
+    assert {part: env[ENV] for part, env in defaults.items()} == dict.fromkeys(defaults, "uvloop")
+    assert defaults["sampler"]["GRM_PREFIX_LOCALITY"] == "true"
+    assert "GRM_PREFIX_LOCALITY" not in defaults["aggregator"]
+    chosen = envs("--set=eventLoop=asyncio,sampler.eventLoop=auto,sampler.prefixLocality=false")
+    assert [chosen[p][ENV] for p in ("aggregator", "principles", "sampler")] == [
+        "asyncio", "asyncio", "auto",
+    ]  # fmt: skip
+    assert {env[ENV] for env in chosen.values()} <= set(CHOICES)
+    assert chosen["sampler"]["GRM_PREFIX_LOCALITY"] == "false"
+    for bad in ("eventLoop=libuv", "sampler.eventLoop=trio", "sampler.prefixLocality=maybe"):
+        result = template("loop", f"--set={bad}", check=False)
+        assert result.returncode != 0, bad
 
 
 def test_cpu_demo_has_no_gpu(

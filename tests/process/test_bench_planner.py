@@ -23,6 +23,7 @@ from grm_dev.bench.hpa import (
     HpaSpec,
     Policy,
     Rules,
+    external_replicas,
     metric_replicas,
     parse_quantity,
 )
@@ -101,13 +102,43 @@ def test_policies_limit_the_rate() -> None:
     assert Hpa(_spec(scale_up=up, max_replicas=3)).sync(0, 1, [1.0]) == 3
 
 
+def test_external_metric_proposes_its_total_over_the_target() -> None:
+    # An External AverageValue metric is a pool total: 6 pods' worth at target 1 -> 6.
+    assert external_replicas(2, 6.0, 1.0) == 6
+    assert external_replicas(4, 4.2, 1.0) == 4  # within 10 % of 4 x 1
+    assert external_replicas(4, 1.0, 1.0) == 1
+    # with two metrics the HPA takes the larger proposal: the pods metric alone says 1
+    up = Rules(0, "Max", (Policy("Percent", 1000, 15),))
+    assert Hpa(_spec(target=1.0, scale_up=up)).sync(0, 2, [0.5, 0.5], external=[(6.0, 1.0)]) == 6
+    assert Hpa(_spec(target=1.0, scale_up=up)).sync(0, 2, [2.0, 2.0], external=[(1.0, 1.0)]) == 4
+
+
+def test_k_deficit_as_demand_grows_the_pool_and_grants_more_k() -> None:
+    # Cold pods through a short surge: the planner cuts k while the pool is short; counting the
+    # cut samples as demand starts more pods, so later requests get more of their k.
+    base = {"before_s": 120, "ramp_s": 60, "peak_s": 900, "after_s": 60, "warmup_s": 300}
+    without = dict(CHART_AUTOSCALING, deficit={"enabled": False})
+    added = dict(CHART_AUTOSCALING, deficit={"enabled": True, "window": "1m"})
+    separate = dict(CHART_AUTOSCALING, deficit={**added["deficit"], "combine": "separate"})
+    assert SimConfig(autoscaling=without).deficit is None
+    assert SimConfig(autoscaling=added).deficit == ("add", 60.0)
+    runs = {
+        name: simulate(SimConfig(start_delay_s=600, max_replicas=200, autoscaling=values, **base))
+        for name, values in (("without", without), ("added", added), ("separate", separate))
+    }
+    peak = {name: r.phase_table()[2] for name, r in runs.items()}
+    assert peak["added"]["k_granted"] > peak["without"]["k_granted"]
+    assert peak["separate"]["k_granted"] > peak["without"]["k_granted"]
+    assert peak["added"]["max_pods"] > peak["without"]["max_pods"]
+
+
 def test_chart_defaults_match_values_yaml() -> None:
     values = yaml.safe_load(CHART.read_text())["sampler"]["autoscaling"]
-    for key in ("minReplicas", "maxReplicas", "behavior"):
+    for key in ("minReplicas", "maxReplicas", "behavior", "deficit"):
         assert values[key] == CHART_AUTOSCALING[key]
     assert values["metric"] == CHART_AUTOSCALING["metric"]
     spec = HpaSpec.from_values(values)
-    assert spec.target == 0.8 and spec.scale_down.stabilization_s == 120
+    assert spec.target == 1.0 and spec.scale_down.stabilization_s == 120
     assert spec.scale_up.stabilization_s == 60
     assert parse_window(values["metric"]["window"]) == 60
 

@@ -195,6 +195,18 @@ Call with (list $ scrapeObjectEnabledValue). */}}
 {{- if or (ne (index . 1 | toString) "auto") ($root.Capabilities.APIVersions.Has "custom.metrics.k8s.io/v1beta1") }}true{{ end }}
 {{- end }}
 
+{{/* PromQL, one unlabelled series: the samples the aggregators' k planner cut (to meet latency
+budgets) that the pool would be running now: rate(k deficit) x the samplers' mean generation
+time over `sampler.autoscaling.deficit.window` (Little's law). Empty until both series exist;
+callers wrap it in `or vector(0)`. */}}
+{{- define "grm.samplerDeficitSamples" -}}
+{{- $n := .Values.metrics.names }}
+{{- $w := .Values.sampler.autoscaling.deficit.window }}
+{{- $agg := printf "namespace=%q,pod=~%q" .Release.Namespace (printf "%s-.*" (include "grm.componentName" (list . "aggregator"))) }}
+{{- $gen := printf "namespace=%q,pod=~%q,stage=\"generate\"" .Release.Namespace (printf "%s-.*" (include "grm.componentName" (list . "sampler"))) }}
+{{- printf "sum(rate(%s{%s}[%s])) * sum(rate(%s_sum{%s}[%s])) / clamp_min(sum(rate(%s_count{%s}[%s])), 1e-9)" $n.kDeficit $agg $w $n.stageDuration $gen $w $n.stageDuration $gen $w }}
+{{- end }}
+
 {{/* A Kubernetes quantity (800m, 1, 1.5) as a plain decimal string for KEDA's threshold. */}}
 {{- define "grm.quantityDecimal" -}}
 {{- $q := toString . }}
@@ -277,6 +289,8 @@ Call with (list $ scrapeObjectEnabledValue). */}}
   value: {{ $c.logLevel | quote }}
 - name: GRM_GRACE_S
   value: {{ sub (int $c.terminationGracePeriodSeconds) 5 | quote }}
+- name: GRM_EVENT_LOOP
+  value: {{ default $root.Values.eventLoop $c.eventLoop | quote }}
 {{- if $root.Values.metrics.enabled }}
 - name: GRM_METRICS_PORT
   value: {{ $root.Values.metrics.port | quote }}

@@ -50,9 +50,11 @@ def _variant(
     down_percent: int,
     up_window_s: int = 0,
 ) -> dict[str, Any]:
-    """The chart's values with another metric target/window and scale-down/up windows."""
+    """The chart's values with another metric target/window and scale-down/up windows, and
+    without the k deficit."""
     values = copy.deepcopy(CHART_AUTOSCALING)
     values["metric"].update(targetAverageValue=target, window=window)
+    values["deficit"] = {"enabled": False}
     values["behavior"]["scaleUp"]["stabilizationWindowSeconds"] = up_window_s
     values["behavior"]["scaleDown"] = {
         "stabilizationWindowSeconds": down_window_s,
@@ -65,7 +67,8 @@ def _variant(
 # The chart's sampler.autoscaling before this comparison (instant gauges, 10 calm minutes,
 # then one pod per 2 minutes).
 PREVIOUS = copy.deepcopy(CHART_AUTOSCALING)
-PREVIOUS["metric"]["window"] = ""
+PREVIOUS["metric"].update(targetAverageValue="800m", window="")
+PREVIOUS["deficit"] = {"enabled": False}
 PREVIOUS["behavior"] = {
     "scaleUp": copy.deepcopy(CHART_AUTOSCALING["behavior"]["scaleUp"]),
     "scaleDown": {
@@ -76,13 +79,31 @@ PREVIOUS["behavior"] = {
 }
 PREVIOUS["behavior"]["scaleUp"]["stabilizationWindowSeconds"] = 0
 
+
+def _deficit(target: str, combine: str = "") -> dict[str, Any]:
+    """The chart's values with another target, without the k deficit (combine "") or with it
+    `add`ed to the demand metric or as a `separate` metric (see poolsim.SimConfig.deficit)."""
+    values = copy.deepcopy(CHART_AUTOSCALING)
+    values["metric"]["targetAverageValue"] = target
+    values["deficit"] = (
+        {"enabled": True, "window": "1m", "combine": combine} if combine else {"enabled": False}
+    )
+    return values
+
+
 CANDIDATES: dict[str, dict[str, Any]] = {
     "previous defaults": PREVIOUS,
     "instant, down 120s 50%/min": _variant("800m", "", 120, 50),
     "1m, down 300s 50%/min": _variant("800m", "1m", 300, 50),
     "2m, down 60s 50%/min": _variant("800m", "2m", 60, 50),
     "1m target 1, down 120s": _variant("1", "1m", 120, 50),
-    "chart defaults": CHART_AUTOSCALING,
+    # the chart's defaults before the k deficit counted (target 800m), and with it
+    "800m, no deficit": _deficit("800m"),
+    "1, no deficit": _deficit("1"),
+    "800m, deficit metric": _deficit("800m", "separate"),
+    "800m, deficit added": _deficit("800m", "add"),
+    "900m, deficit added": _deficit("900m", "add"),
+    "chart defaults": CHART_AUTOSCALING,  # 1, deficit added
 }
 
 
@@ -114,9 +135,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-s", type=float, default=d.sync_s, help="HPA sync period")
     p.add_argument(
         "--candidates",
-        choices=["all", "chart"],
+        choices=["all", "chart", "deficit"],
         default="all",
-        help="all: the comparison; chart: the chart's defaults only",
+        help="all: the comparison; chart: the chart's defaults only; deficit: the chart's "
+        "defaults and the candidates that count the k deficit as demand",
+    )
+    p.add_argument(
+        "--starts", default="warm,cold", help="comma-separated pod starts to run: warm, cold"
     )
     p.add_argument("--out", default="bench-results")
 
@@ -232,8 +257,16 @@ COMPARISON_KEYS = [
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    starts = {"warm": args.warm_start_s, "cold": args.cold_start_s}
-    names = list(CANDIDATES) if args.candidates == "all" else ["chart defaults"]
+    every = {"warm": args.warm_start_s, "cold": args.cold_start_s}
+    picked = [s.strip() for s in str(args.starts).split(",") if s.strip()]
+    if not picked or set(picked) - set(every):
+        raise SystemExit(f"--starts: a comma-separated list of {', '.join(every)}")
+    starts = {name: every[name] for name in picked}
+    names = {
+        "all": list(CANDIDATES),
+        "chart": ["chart defaults"],
+        "deficit": [n for n in CANDIDATES if "deficit" in n or n == "chart defaults"],
+    }[args.candidates]
     first = config(args, seeds[0], args.warm_start_s, CHART_AUTOSCALING)
     engine = first.engine
     print(

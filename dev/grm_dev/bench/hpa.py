@@ -1,13 +1,17 @@
 """The Kubernetes HorizontalPodAutoscaler's replica computation, as pure functions.
 
-A model of the autoscaling/v2 controller for one Pods metric with an AverageValue target, so
-that `grm bench autoscale` can replay the chart's `sampler.autoscaling` settings without a
-cluster. It follows the controller's code (pkg/controller/podautoscaler):
+A model of the autoscaling/v2 controller for one Pods metric with an AverageValue target (and
+optionally External metrics with AverageValue targets), so that `grm bench autoscale` can
+replay the chart's `sampler.autoscaling` settings without a cluster. It follows the
+controller's code (pkg/controller/podautoscaler):
 
 - replica calculator: ratio = mean(metric of pods that report one) / target; within the
   tolerance (default 0.1) nothing changes; else ceil(ratio x pods that report). Pods with no
   metric (e.g. not started yet) count as 0 when scaling up and as the target when scaling
   down; if that flips the direction or lands within the tolerance, nothing changes;
+- an External metric with an AverageValue target proposes ceil(value / target) (unchanged
+  within the tolerance of value / (target x current)); with several metrics the HPA takes the
+  largest proposal;
 - stabilization: the recommendation is clamped between the lowest recommendation of the
   scale-up window and the highest of the scale-down window (both include the newest);
 - rate policies: each policy allows a change relative to the replicas at the start of its
@@ -86,13 +90,17 @@ class HpaSpec:
 
 # The chart's sampler.autoscaling defaults (charts/grm/values.yaml; a test keeps them equal),
 # chosen with `grm bench autoscale` (docs/benchmarks.md): the gauges averaged over 1m, the
+# samples the k planner cut counted as demand (deficit), a target of 1 (a full pod), the
 # lowest recommendation of the last minute when scaling up, and half the pool per minute after
 # 2 calm minutes when scaling down.
 CHART_AUTOSCALING: dict[str, Any] = {
     "minReplicas": 1,
     "maxReplicas": 8,
     # window: a PromQL range ("1m" = 60 s; "" = the instant gauges).
-    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "800m", "window": "1m"},
+    "metric": {"name": "grm_sampler_demand_ratio", "targetAverageValue": "1", "window": "1m"},
+    # the rate of grm_k_deficit_total over `window` x the mean sample time, in pods, added to
+    # the demand (grm_dev.bench.poolsim models it; the chart's adapter rule computes it)
+    "deficit": {"enabled": True, "window": "1m"},
     "behavior": {
         "scaleUp": {
             "stabilizationWindowSeconds": 60,
@@ -135,6 +143,20 @@ def metric_replicas(
     if (new_ratio < 1.0 and proposed > current) or (new_ratio > 1.0 and proposed < current):
         return current
     return proposed
+
+
+def external_replicas(current: int, value: float, target: float, tolerance: float = 0.1) -> int:
+    """The replica calculator for an External metric with an AverageValue target.
+
+    The value is the pool's total (not a per-pod mean), so replicas = ceil(value / target);
+    within the tolerance of the current replicas nothing changes. A second metric of an HPA
+    gets its own proposal; the HPA acts on the largest.
+    """
+    if target <= 0:
+        return current
+    if current > 0 and abs(value / (target * current) - 1.0) <= tolerance:
+        return current
+    return math.ceil(value / target)
 
 
 Event = tuple[float, int]  # (time, replicas added or removed)
@@ -222,8 +244,18 @@ class Hpa:
             return max(desired, s.min_replicas, floor)
         return desired
 
-    def sync(self, now: float, current: int, values: Sequence[float], missing: int = 0) -> int:
-        """One reconcile: the replicas the HPA sets, given the pods' metric values now."""
+    def sync(
+        self,
+        now: float,
+        current: int,
+        values: Sequence[float],
+        missing: int = 0,
+        external: Sequence[tuple[float, float]] = (),
+    ) -> int:
+        """One reconcile: the replicas the HPA sets, given the pods' metric values now.
+
+        `external`: (value, AverageValue target) of further External metrics; the HPA takes
+        the largest proposal over all its metrics."""
         s = self.spec
         if current > s.max_replicas:
             new = s.max_replicas
@@ -231,6 +263,8 @@ class Hpa:
             new = s.min_replicas
         else:
             desired = metric_replicas(current, values, missing, s.target, s.tolerance)
+            for value, target in external:
+                desired = max(desired, external_replicas(current, value, target, s.tolerance))
             new = self.limit(now, current, self.stabilize(now, current, desired))
         if new > current:
             self.ups.append((now, new - current))

@@ -135,6 +135,11 @@ ASSUMPTIONS = [
     "`metric.window` (avg_over_time in the adapter rule) each pod's mean of 1 s gauges over "
     "that window (a pod ready for less than the window: since it became ready), else the "
     "value at the sync instant; no scrape or adapter delay",
+    "k deficit (`deficit.enabled`): the samples the planner cut per second over "
+    "`deficit.window` x the mean service time of the samples that ended in that window / "
+    "capacity, in pods; `add`: each ready pod's metric carries an equal share of it (the "
+    "HPA's sum over pods is then in-flight + queued + cut); `separate`: a second (External) "
+    "metric at the same target, the HPA taking the larger proposal",
     "HPA: grm_dev.bench.hpa (replica calculator with tolerance and missing pods, "
     "stabilization windows, rate policies, min/max) with the given sampler.autoscaling values; "
     "sync every `sync_s`",
@@ -190,6 +195,15 @@ class SimConfig:
     @property
     def window_s(self) -> float:
         return parse_window(str(self.autoscaling["metric"].get("window") or ""))
+
+    @property
+    def deficit(self) -> tuple[str, float] | None:
+        """How the k deficit enters the HPA (`add` to the demand metric or a `separate`
+        External metric) and its rate window in seconds; None when off."""
+        d = self.autoscaling.get("deficit") or {}
+        if not d.get("enabled"):
+            return None
+        return str(d.get("combine", "add")), parse_window(str(d.get("window") or "1m"))
 
     def multiple(self, t: float) -> float:
         """The demand multiple at time t (1 during the warm-up, t < 0)."""
@@ -408,6 +422,9 @@ def simulate(cfg: SimConfig) -> SimResult:
         if req.arrived >= 0:
             tokens_by_minute[int(req.arrived // 60)] += sum(req.tokens)
     oracle = oracle_pods(cfg, tokens_by_minute)
+    deficit = cfg.deficit
+    cut: deque[tuple[float, int]] = deque()  # (time, samples the planner cut)
+    served: deque[tuple[float, float]] = deque()  # (end time, service seconds)
     events: list[tuple[float, int, str, int, int]] = []  # (time, order, kind, payload, version)
     order = itertools.count()
     job_ids = itertools.count()
@@ -432,6 +449,18 @@ def simulate(cfg: SimConfig) -> SimResult:
 
     def in_flight() -> int:
         return sum(p.running for p in pods.values())
+
+    def deficit_pods(now: float, window: float) -> float:
+        """rate(k deficit) x mean sample time / capacity over the window: the pods the cut
+        samples would have kept busy (Little's law), as the adapter rule computes it."""
+        while cut and cut[0][0] <= now - window:
+            cut.popleft()
+        while served and served[0][0] <= now - window:
+            served.popleft()
+        if not served:
+            return 0.0
+        sample_s = sum(d for _, d in served) / len(served)
+        return sum(n for _, n in cut) / window * sample_s / cfg.capacity
 
     def dispatch(now: float) -> None:
         nonlocal queued
@@ -501,6 +530,8 @@ def simulate(cfg: SimConfig) -> SimResult:
             )
             req = requests[payload]
             req.k = plan.k_planned
+            if deficit is not None and plan.deficit:
+                cut.append((now, plan.deficit))
             for _ in range(plan.k_planned):
                 job = next(job_ids)
                 jobs[job] = (payload, -1, now)
@@ -516,6 +547,8 @@ def simulate(cfg: SimConfig) -> SimResult:
             job = pod.pop_end(now)
             req_i, _, started = jobs.pop(job)
             planner.window.observe((now - started) * 1000)  # service time, as the pool does
+            if deficit is not None:
+                served.append((now, now - started))
             req = requests[req_i]
             req.done += 1
             if pod.removed and not pod.running:
@@ -551,7 +584,17 @@ def simulate(cfg: SimConfig) -> SimResult:
                     else value
                     for i, value in zip(ready, values, strict=True)
                 ]
-            new = hpa.sync(now, len(active), values, missing=len(active) - len(ready))
+            external: list[tuple[float, float]] = []
+            if deficit is not None:
+                combine, deficit_window = deficit
+                extra = deficit_pods(now, deficit_window)
+                if combine == "add" and ready:  # each pod's metric carries its share
+                    values = [v + extra / len(ready) for v in values]
+                elif combine == "separate":  # an External metric, pods at the same target
+                    external.append((extra, hpa.spec.target))
+            new = hpa.sync(
+                now, len(active), values, missing=len(active) - len(ready), external=external
+            )
             if new > len(active):
                 for _ in range(new - len(active)):
                     pods[next(pod_ids)] = Pod(

@@ -264,6 +264,28 @@ def test_renamed_metrics_parse() -> None:
     assert metric_names(parse(keda, "renamed KEDA query")) == expected
 
 
+@pytest.mark.parametrize(
+    "window", ["1m", "90s", "1h30m", "1m30s500ms", "0s", "00m", "30s1m", "1m1m"]
+)
+@pytest.mark.parametrize("key", ["metric.window", "deficit.window"])
+def test_the_chart_refuses_a_window_promql_rejects(key: str, window: str) -> None:
+    """The schema's pattern lets through ranges Prometheus rejects (0s, units out of order);
+    the chart must refuse those at install rather than render a query that never parses.
+    (The schema allows fewer units than PromQL, no `d` or `w`: these windows are within both.)"""
+    try:
+        pp.parse(f"rate(x[{window}])")
+        valid = True
+    except ValueError:
+        valid = False
+    result = template(NS, SCRAPED, KEDA, f"--set=sampler.autoscaling.{key}={window}", check=False)
+    assert (result.returncode == 0) == valid, result.stderr
+    if valid:
+        [query] = _keda_queries(load_docs(result.stdout))
+        assert duration(window) in ranges(parse(query, f"KEDA query, {key}={window}"))
+    else:
+        assert f"sampler.autoscaling.{key}" in result.stderr
+
+
 # --- the Grafana dashboard ----------------------------------------------------------------------
 
 

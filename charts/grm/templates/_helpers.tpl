@@ -729,6 +729,13 @@ strategy:
 {{- if and (eq $a.mode "hpa") (lt (int $a.minReplicas) 1) }}
 {{- fail "sampler.autoscaling.minReplicas must be at least 1 with mode hpa (scaling to zero needs mode keda)" }}
 {{- end }}
+{{- /* The windows are PromQL range durations: Prometheus rejects a zero range and units out of
+order (30s1m, 1m1m), which the schema's pattern lets through. */}}
+{{- range $key, $w := dict "sampler.autoscaling.metric.window" $a.metric.window "sampler.autoscaling.deficit.window" $a.deficit.window }}
+{{- if and $w (not (and (regexMatch "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$" $w) (regexMatch "[1-9]" $w))) }}
+{{- fail (printf "%s (%q) must be a PromQL duration greater than 0, its units from the largest down (1m, 1m30s)" $key $w) }}
+{{- end }}
+{{- end }}
 {{- $g := $v.aggregator.autoscaling }}
 {{- if and $g.enabled (gt (int $g.minReplicas) (int $g.maxReplicas)) }}
 {{- fail (printf "aggregator.autoscaling.minReplicas (%d) must not exceed aggregator.autoscaling.maxReplicas (%d)" (int $g.minReplicas) (int $g.maxReplicas)) }}

@@ -33,6 +33,7 @@ def walk(expr: pp.Expr) -> list[pp.Expr]:
 
 
 def strip_parens(expr: pp.Expr) -> pp.Expr:
+    """The expression inside any parentheses: they group, they compute nothing."""
     while isinstance(expr, pp.ParenExpr):
         expr = expr.expr
     return expr
@@ -49,6 +50,7 @@ def selectors(expr: pp.Expr) -> list[pp.VectorSelector]:
 
 
 def metric_names(expr: pp.Expr) -> set[str]:
+    """The metrics the query reads (what Prometheus must scrape for it to have a value)."""
     return {s.name for s in selectors(expr)}
 
 
@@ -64,6 +66,7 @@ def matchers(selector: pp.VectorSelector) -> dict[str, tuple[str, str]]:
 
 
 def functions(expr: pp.Expr) -> set[str]:
+    """The names of the functions the query calls."""
     return {n.func.name for n in walk(expr) if isinstance(n, pp.Call)}
 
 
@@ -73,6 +76,7 @@ def ranges(expr: pp.Expr) -> set[timedelta]:
 
 
 def duration(text: str) -> timedelta:
+    """A PromQL duration (1m30s) as the parser reads it, to compare with `ranges`."""
     return pp.parse_duration(text)
 
 
@@ -86,10 +90,12 @@ def grouping(expr: pp.AggregateExpr) -> tuple[str, ...] | None:
 
 
 def aggregations(expr: pp.Expr) -> list[pp.AggregateExpr]:
+    """Every aggregation (sum, avg, ...), outermost first."""
     return [n for n in walk(expr) if isinstance(n, pp.AggregateExpr)]
 
 
 def calls(expr: pp.Expr, name: str) -> list[pp.Call]:
+    """Every call of the function `name`, outermost first."""
     return [n for n in walk(expr) if isinstance(n, pp.Call) and n.func.name == name]
 
 

@@ -214,7 +214,7 @@ def test_sample_key_depends_on_everything_that_determines_the_sample(change: str
 def test_sample_key_ignores_index_and_attempt_and_is_stable() -> None:
     assert _sample_key(spec=replace(SPEC, index=5, attempt=2)) == _sample_key()
     # A key change silently empties every deployment's cache: make it a deliberate one.
-    assert _sample_key() == "sample:2:357c4a731b316b3f1e9be56322e7553d"
+    assert _sample_key() == "sample:3:6d93455ad668d6da2b1873de8c4d03b4"
 
 
 def test_principles_key_depends_on_seed_index_model_and_params() -> None:
@@ -625,6 +625,23 @@ async def test_a_stream_serves_cached_samples_first_and_stores_the_new_ones(
     again = await _collect(caching.stream(JOB, specs))
     assert len(source.calls) == 2 and [s.spec for s in again] == specs  # all cached
     assert again == await caching.sample(JOB, specs)  # the same samples either way
+
+
+async def test_a_stream_keys_samples_by_the_reference_answer_as_a_batch_does(
+    cache: GrmCache,
+) -> None:
+    """Samples drawn with one reference answer are never served to a request with another
+    (the stream path once keyed samples without the reference)."""
+    source = StreamingSampleSource()
+    caching = CachingSampleSource(source, cache)
+    specs = [sample_spec(7, i, 3) for i in range(2)]
+    with_reference = replace(JOB, reference="4")
+    await _collect(caching.stream(JOB, specs))
+    await _collect(caching.stream(with_reference, specs))  # another reference: drawn again
+    assert source.calls == [specs, specs]
+    await caching.sample(with_reference, specs)  # the stream stored them under the same keys
+    await caching.sample(replace(JOB, reference="5"), specs[:1])
+    assert source.calls == [specs, specs, specs[:1]]
 
 
 async def test_concurrent_streams_of_the_same_specs_draw_them_once() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from grm.cache import CacheSettings, CacheTTL, GrmCache, Kind, build_cache
+from grm.cache import KEY_VERSION, CacheSettings, CacheTTL, GrmCache, Kind, build_cache
 from grm.cache.redis_store import RedisStore
 from grm.core.types import ScoreStatus
 from tests.service.test_cache import CountingSampleSource, make_item, pipeline
@@ -61,7 +61,9 @@ async def test_values_live_under_the_tenant_prefix_with_the_kinds_ttl(server: Re
     await pipeline(source, a).score(make_item(3))
     with server.client() as raw:
         keys = sorted(raw.keys("tenant-a:*"))
-        assert len(keys) == 3 and all(k.startswith(b"tenant-a:sample:2:") for k in keys)
+        assert len(keys) == 3 and all(
+            k.startswith(f"tenant-a:sample:{KEY_VERSION}:".encode()) for k in keys
+        )
         assert all(3_590_000 < raw.pttl(k) <= 3_600_000 for k in keys)
         assert all(raw.strlen(k) < 250 for k in keys)  # compact values
     b = redis_cache(server.url, prefix="tenant-b")

@@ -13,7 +13,7 @@ May import rpc (the value codec is protobuf), scoring, metarm, backends, telemet
 from grm.cache.base import CacheStore, CacheStoreError
 from grm.cache.codec import CorruptValueError
 from grm.cache.config import CacheSettings, build_cache
-from grm.cache.keys import KEY_VERSION, Kind, principles_key, result_key, sample_key
+from grm.cache.keys import KEY_VERSION, Kind, SampleKeys, principles_key, result_key, sample_key
 from grm.cache.layer import CacheStats, CacheTTL, GrmCache, KindStats
 from grm.cache.memory import MemoryStore
 from grm.cache.sources import CachingPrincipleSource, CachingSampleSource, ResultCache
@@ -36,6 +36,7 @@ __all__ = [
     "KindStats",
     "MemoryStore",
     "ResultCache",
+    "SampleKeys",
     "SingleFlight",
     "build_cache",
     "current_usage",

@@ -20,7 +20,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from grm.core.sampling import apply_order
 from grm.core.types import (
     Aggregation,
     Context,
@@ -30,7 +29,9 @@ from grm.core.types import (
     ScoreItem,
 )
 
-KEY_VERSION = 2  # 2: strict final-line parsing, length = invalid, reference answers
+# 2: strict final-line parsing, length = invalid, reference answers; 3: sample keys hash what a
+# request's samples share once (the same inputs, encoded differently)
+KEY_VERSION = 3
 DIGEST_BYTES = 16
 # What sources report before they know their model (the remote sampler pool says "unknown"
 # until a sampler answers): such a model identifies nothing, so nothing is cached under it.
@@ -68,8 +69,8 @@ def _params(params: SamplingParams) -> dict[str, Any]:
     }
 
 
-def make_key(kind: Kind, parts: dict[str, Any]) -> str:
-    """`{kind}:{version}:{hex digest}` of a canonical JSON encoding of `parts`."""
+def _digest(kind: Kind, parts: dict[str, Any]) -> str:
+    """The hex digest of a canonical JSON encoding of `parts`."""
     payload = json.dumps(
         [KEY_VERSION, str(kind), parts],
         ensure_ascii=False,
@@ -77,13 +78,57 @@ def make_key(kind: Kind, parts: dict[str, Any]) -> str:
         separators=(",", ":"),
         allow_nan=False,
     )
-    digest = hashlib.blake2b(payload.encode("utf-8"), digest_size=DIGEST_BYTES).hexdigest()
-    return f"{kind}:{KEY_VERSION}:{digest}"
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=DIGEST_BYTES).hexdigest()
+
+
+def make_key(kind: Kind, parts: dict[str, Any]) -> str:
+    """`{kind}:{version}:{hex digest}` of a canonical JSON encoding of `parts`."""
+    return f"{kind}:{KEY_VERSION}:{_digest(kind, parts)}"
 
 
 def key_tag(key: str) -> bytes:
     """8 bytes of the key's digest, stored inside the value to tie it to its key."""
     return bytes.fromhex(key.rsplit(":", 1)[-1][:16])
+
+
+class SampleKeys:
+    """The keys of one request's samples: what they share (model, conversation, reference,
+    responses, sampling) is encoded and hashed once, not once per sample — the conversation
+    and responses can be long and a request has up to k samples. A sample's key adds what is
+    its own: the order it showed the responses in (which, with the responses, fixes what it
+    saw), its principles and its seed."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        context: Context,
+        responses: Sequence[str],
+        params: SamplingParams,
+        reference: str = "",
+    ) -> None:
+        self._shared = _digest(
+            Kind.SAMPLE,
+            {
+                "model": _model(model),
+                "context": _context(context),
+                "reference": reference,
+                "responses": list(responses),
+                "sampling": _params(params),
+            },
+        )
+
+    def __call__(self, spec: SampleSpec) -> str:
+        return make_key(
+            Kind.SAMPLE,
+            {
+                "shared": self._shared,
+                "order": list(spec.order),
+                "principles": spec.principles,
+                "seed": int(spec.seed),
+            },
+        )
 
 
 def sample_key(
@@ -94,20 +139,8 @@ def sample_key(
     params: SamplingParams,
     reference: str = "",
 ) -> str:
-    """The key of one critique sample."""
-    return make_key(
-        Kind.SAMPLE,
-        {
-            "model": _model(model),
-            "context": _context(context),
-            "reference": reference,
-            "shown": apply_order(responses, spec.order),
-            "order": list(spec.order),
-            "principles": spec.principles,
-            "seed": int(spec.seed),
-            "sampling": _params(params),
-        },
-    )
+    """The key of one critique sample (`SampleKeys` for several of one request)."""
+    return SampleKeys(model, context, responses, params, reference)(spec)
 
 
 def principles_key(

@@ -23,7 +23,7 @@ from grm.cache.codec import (
     encode_result,
     encode_sample,
 )
-from grm.cache.keys import Kind, model_known, principles_key, result_key, sample_key
+from grm.cache.keys import Kind, SampleKeys, model_known, principles_key, result_key
 from grm.cache.layer import GrmCache
 from grm.cache.usage import current_usage
 from grm.core.plan import SamplingJob
@@ -79,10 +79,7 @@ class CachingSampleSource:
             current_usage().samples_generated += len(got)
             await self._store(job, model, [(None, s) for s in got])
             return got
-        keys = [
-            sample_key(model, job.context, job.responses, spec, job.params, job.reference)
-            for spec in specs
-        ]
+        keys = list(map(_sample_keys(model, job), specs))
         out: list[Sample | None] = [None] * len(specs)
         loop = asyncio.get_running_loop()
         lead: dict[str, list[int]] = {}  # keys this call computes → positions in specs
@@ -134,7 +131,7 @@ class CachingSampleSource:
                 await self._store(job, model, [(None, s) for s in batch])
                 yield batch
             return
-        keys = [sample_key(model, job.context, job.responses, spec, job.params) for spec in specs]
+        keys = list(map(_sample_keys(model, job), specs))
         loop = asyncio.get_running_loop()
         lead: dict[str, list[int]] = {}
         follow: list[tuple[int, asyncio.Future[Sample]]] = []
@@ -309,17 +306,12 @@ class CachingSampleSource:
         if not model_known(answered):
             return
         to_store = []
+        keys: SampleKeys | None = None
         for key, sample in pairs:
             if sample.valid:
                 if key is None or answered != model:
-                    key = sample_key(
-                        answered,
-                        job.context,
-                        job.responses,
-                        sample.spec,
-                        job.params,
-                        job.reference,
-                    )
+                    keys = keys or _sample_keys(answered, job)
+                    key = keys(sample.spec)
                 to_store.append((key, encode_sample(key, sample)))
         await self.cache.put(Kind.SAMPLE, to_store)
 
@@ -518,3 +510,8 @@ class ResultCache:
             current_usage().result_hit = True
             result = replace(result, request_id=item.request_id)
         return result
+
+
+def _sample_keys(model: ModelInfo, job: SamplingJob) -> SampleKeys:
+    """The keys of `job`'s samples from `model` (every path keys samples this one way)."""
+    return SampleKeys(model, job.context, job.responses, job.params, job.reference)

@@ -440,13 +440,16 @@ class ResultCache:
     def key(self, item: ScoreItem, model: ModelInfo) -> str:
         return result_key(model, item, meta_rm=self.meta_rm, principles_model=self.principles_model)
 
-    async def get(self, item: ScoreItem, model: ModelInfo) -> ScoreResult | None:
-        """The cached result of this request, or None (always None for an unknown model)."""
+    async def get(
+        self, item: ScoreItem, model: ModelInfo, key: str | None = None
+    ) -> ScoreResult | None:
+        """The cached result of this request, or None (always None for an unknown model).
+        `key`: `self.key(item, model)` when the caller has it already."""
         if not model_known(model):
             return None
         started = time.perf_counter()
         stats = self.cache.stats.result
-        key = self.key(item, model)
+        key = key or self.key(item, model)
         [value] = await self.cache.get(Kind.RESULT, [key])
         result = None
         if value is not None:
@@ -480,11 +483,13 @@ class ResultCache:
             and len(result.rewards) == len(item.responses)
         )
 
-    async def put(self, item: ScoreItem, model: ModelInfo, result: ScoreResult) -> bool:
+    async def put(
+        self, item: ScoreItem, model: ModelInfo, result: ScoreResult, key: str | None = None
+    ) -> bool:
         """Store the result if it is cacheable; True when it was handed to the store."""
         if not self.cacheable(item, model, result):
             return False
-        key = self.key(item, model)
+        key = key or self.key(item, model)
         await self.cache.put(Kind.RESULT, [(key, encode_result(key, result))])
         return True
 
@@ -495,16 +500,17 @@ class ResultCache:
         compute: Callable[[], Awaitable[ScoreResult]],
     ) -> ScoreResult:
         """A cached result, or `compute()` run once for all identical concurrent requests."""
-        hit = await self.get(item, model)
+        key = self.key(item, model)  # once: it encodes and hashes the whole request
+        hit = await self.get(item, model, key)
         if hit is not None:
             return hit
 
         async def compute_and_store() -> ScoreResult:
             result = await compute()
-            await self.put(item, model, result)
+            await self.put(item, model, result, key)
             return result
 
-        result, shared = await self._flight.run(self.key(item, model), compute_and_store)
+        result, shared = await self._flight.run(key, compute_and_store)
         if shared:
             self.cache.stats.result.shared += 1
             current_usage().result_hit = True

@@ -1,2 +1,2 @@
-"""A critique sampler pod: CritiqueService (`service`) over grm.scoring.critique, wired by
-`main` through grm.services.bootstrap."""
+"""A critique sampler pod: CritiqueService (`service`; its SampleChannel calls: `channel`)
+over grm.scoring.critique, wired by `main` through grm.services.bootstrap."""

@@ -46,7 +46,13 @@ from grm.rpc import convert
 from grm.rpc.security import PLAINTEXT, ClientSecurity, aio_channel, bearer_header
 from grm.rpc.server import channel_options
 from grm.scoring.principles import PrincipleSet
-from grm.services.aggregator.channel import DEFAULT_MAX_AGE_S, CallEnded, SamplerChannel
+from grm.services.aggregator.channel import (
+    DEFAULT_MAX_AGE_S,
+    CallEnded,
+    Expired,
+    JobEvent,
+    SamplerChannel,
+)
 from grm.telemetry import ClientTraceInterceptor
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, principle_pb2_grpc
 
@@ -398,11 +404,14 @@ class RemoteSamplerPool:
     ) -> None:
         """One endpoint's share of a request: a job on its SampleChannel call, or a
         SampleStream call to a sampler that has no SampleChannel (an older version)."""
-        if ep.channel_ok and await self._channel_job(
-            ep, job, specs, time_limit, vote_in, emit, whole
-        ):
-            return
-        await self._stream_call(ep, job, specs, time_limit, vote_in, emit)
+        request = self._request(job, specs, vote_in)
+        share = _Share(self, ep, job, specs, emit)
+        try:
+            if ep.channel_ok and await self._channel_job(share, request, time_limit, whole):
+                return
+            await self._stream_call(share, request, time_limit)
+        finally:
+            share.close()
 
     def _mux(self, ep: Endpoint) -> SamplerChannel:
         if ep.mux is None:
@@ -422,62 +431,37 @@ class RemoteSamplerPool:
 
     async def _channel_job(
         self,
-        ep: Endpoint,
-        job: SamplingJob,
-        specs: Sequence[SampleSpec],
+        share: _Share,
+        request: critique_pb2.CritiqueRequest,
         time_limit: float | None,
-        vote_in: float | None,
-        emit: Callable[[list[Sample]], None],
         whole: bool,
     ) -> bool:
         """One job on the endpoint's SampleChannel; False (nothing emitted) when the sampler
         has no SampleChannel."""
+        ep = share.ep
         mux = self._mux(ep)
-        share = _Share(self, ep, job, specs, emit)
         code = grpc.StatusCode.OK
         done = False
         with telemetry.client_span(_CHANNEL_METHOD) as (span, trace):
-            request = self._request(job, specs, vote_in)
-            ticket = mux.start(
-                request, timeout_s=time_limit, trace=trace, whole=whole, size=_size(job, specs)
-            )
+            size = _size(share.job, share.waiting.values())
+            ticket = mux.start(request, timeout_s=time_limit, trace=trace, whole=whole, size=size)
             timer = None
             if time_limit is not None:
                 timer = asyncio.get_running_loop().call_later(time_limit, ticket.expire)
             try:
                 while share.waiting and not share.settled and not done:
                     for event in await ticket.next():
-                        if isinstance(event, critique_pb2.JobUpdate):
-                            if event.error_code:
-                                done = True
-                                error = convert.error_from_status(
-                                    event.error_code, event.error_message, event.error_field
-                                )
-                                code = convert.status_code(error)
-                                share.failed(code, str(error), error.field)
-                                break
-                            if not share.heard and not share.model(
-                                convert.model_from_pb(ticket.model)
-                            ):
-                                break
-                            share.arrived(event.samples)
-                            done = event.done
+                        if isinstance(event, critique_pb2.JobUpdate) and not event.error_code:
+                            if share.heard or share.model(convert.model_from_pb(ticket.model)):
+                                share.arrived(event.samples)
+                                done = event.done
                             continue
-                        done = True
-                        if isinstance(event, grpc.aio.AioRpcError):
-                            code = event.code()
-                            if code is grpc.StatusCode.UNIMPLEMENTED and not share.heard:
-                                ep.channel_ok = False  # an older sampler: SampleStream it is
-                                share.withdraw()
-                                return False
-                            share.failed(code, event.details() or "", None)
-                        elif isinstance(event, CallEnded):
-                            code = grpc.StatusCode.UNAVAILABLE
-                            share.failed(code, str(event), None)
-                        else:  # our own deadline for the job
-                            code = grpc.StatusCode.DEADLINE_EXCEEDED
-                            done = False  # the sampler still runs it: cancel
-                            share.failed(code, "the job's deadline passed", None)
+                        done = not isinstance(event, Expired)  # expired: still running there
+                        code, details, field = _job_failure(event)
+                        if code is grpc.StatusCode.UNIMPLEMENTED and not share.heard:
+                            ep.channel_ok = False  # an older sampler: SampleStream it is
+                            return False
+                        share.failed(code, details, field)
                         break
                 share.finish()
             finally:
@@ -485,42 +469,30 @@ class RemoteSamplerPool:
                     timer.cancel()
                 mux.finish(ticket, cancel=not done)
                 telemetry.end_client_span(span, code)
-                share.close()
         return True
 
     async def _stream_call(
-        self,
-        ep: Endpoint,
-        job: SamplingJob,
-        specs: Sequence[SampleSpec],
-        time_limit: float | None,
-        vote_in: float | None,
-        emit: Callable[[list[Sample]], None],
+        self, share: _Share, request: critique_pb2.CritiqueRequest, time_limit: float | None
     ) -> None:
         """One SampleStream call: emit each update's samples as it arrives."""
-        stub = self._connect(ep)
-        request = self._request(job, specs, vote_in)
-        share = _Share(self, ep, job, specs, emit)
-        try:
-            with telemetry.client_span(_STREAM_METHOD) as (span, metadata):
-                call = stub.SampleStream(request, timeout=time_limit, metadata=metadata)
-                try:
-                    async for update in call:
-                        if update.load.capacity:
-                            ep.capacity = update.load.capacity
-                        if not share.model(convert.model_from_pb(update.model)):
-                            return
-                        share.arrived(update.samples)
-                except grpc.aio.AioRpcError as exc:
-                    telemetry.end_client_span(span, exc.code())
-                    share.failed(exc.code(), exc.details() or "", _field(exc))
-                    return
-                finally:
-                    call.cancel()  # no-op once it ended; else the sampler stops its samples
-                telemetry.end_client_span(span, grpc.StatusCode.OK)
-                share.finish()
-        finally:
-            share.close()
+        ep = share.ep
+        with telemetry.client_span(_STREAM_METHOD) as (span, metadata):
+            call = self._connect(ep).SampleStream(request, timeout=time_limit, metadata=metadata)
+            try:
+                async for update in call:
+                    if update.load.capacity:
+                        ep.capacity = update.load.capacity
+                    if not share.model(convert.model_from_pb(update.model)):
+                        return
+                    share.arrived(update.samples)
+            except grpc.aio.AioRpcError as exc:
+                telemetry.end_client_span(span, exc.code())
+                share.failed(exc.code(), exc.details() or "", _field(exc))
+                return
+            finally:
+                call.cancel()  # no-op once it ended; else the sampler stops its samples
+            telemetry.end_client_span(span, grpc.StatusCode.OK)
+            share.finish()
 
     def _request(
         self, job: SamplingJob, specs: Sequence[SampleSpec], vote_in: float | None
@@ -598,11 +570,24 @@ class RemoteSamplerPool:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-def _size(job: SamplingJob, specs: Sequence[SampleSpec]) -> int:
+def _size(job: SamplingJob, specs: Iterable[SampleSpec]) -> int:
     """About a job's encoded bytes, from above (UTF-8 takes at most 4 per character)."""
     chars = sum(len(t.content) for t in job.context.turns) + len(job.reference or "")
     chars += sum(len(r) for r in job.responses) + sum(len(s.principles) for s in specs)
     return 4 * chars + 64 * len(specs) + 256
+
+
+def _job_failure(event: JobEvent) -> tuple[grpc.StatusCode, str, str | None]:
+    """The status of a SampleChannel job that ended without all its samples: its own error,
+    the call's (lost sampler), the call ended by a stopping sampler, or its deadline."""
+    if isinstance(event, critique_pb2.JobUpdate):
+        error = convert.error_from_status(event.error_code, event.error_message, event.error_field)
+        return convert.status_code(error), str(error), error.field
+    if isinstance(event, grpc.aio.AioRpcError):
+        return event.code(), event.details() or "", None
+    if isinstance(event, CallEnded):
+        return grpc.StatusCode.UNAVAILABLE, str(event), None
+    return grpc.StatusCode.DEADLINE_EXCEEDED, "the job's deadline passed", None
 
 
 def _field(exc: grpc.aio.AioRpcError) -> str | None:
@@ -660,13 +645,6 @@ class _Share:
         raised: the request itself is wrong)."""
         self.settled = True  # also when raised: nothing more is owed to the caller
         self.emit(self.pool._failed(self.ep, code, details, field, list(self.waiting.values())))
-
-    def withdraw(self) -> None:
-        """Nothing was drawn (the sampler does not know the call): undo the bookkeeping."""
-        self.ep.outstanding -= len(self.waiting)
-        self.ep.samples_sent -= len(self.waiting)
-        self.waiting.clear()
-        self.settled = True
 
     def _settle(self, samples: list[Sample]) -> None:
         self.settled = True

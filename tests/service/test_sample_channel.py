@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from grm.core.errors import InvalidArgumentError
 from grm.core.plan import SamplingJob
 from grm.core.types import Context, SampleSpec, SamplingParams
 from grm.core.validation import Limits
+from grm.rpc.security import ClientSecurity
 from grm.rpc.server import GrmServer
 from grm.services.aggregator.pool import UNAVAILABLE_REASON, RemoteSamplerPool
 from grm.services.bootstrap import grpc_server
@@ -24,6 +27,7 @@ from grm.services.sampler.service import CritiqueServicer
 from grm.v1 import critique_pb2_grpc
 from tests.support.polling import eventually
 from tests.support.servers import LOOPBACK, RunningSampler, TrackingBackend, start_sampler
+from tests.support.volumes import SecretVolume
 
 RESPONSES = ("bad one", "good one")
 JOB = SamplingJob(Context.from_query("q"), RESPONSES, SamplingParams())
@@ -155,3 +159,23 @@ async def test_an_older_sampler_is_served_through_sample_stream(anytime: bool) -
         await pool.close()
         await server.stop(0)
         await running.stop()
+
+
+async def test_each_call_carries_the_token_as_it_is_when_the_call_opens(tmp_path: Path) -> None:
+    volume = SecretVolume(tmp_path / "auth", {"token": b"first-token"})
+    server = replace(LOOPBACK, auth_token="first-token", auth_token_file=volume.path("token"))
+    sampler = await start_sampler(server=server)
+    following = ClientSecurity.load(token="first-token", token_file=volume.path("token"))
+    pool = RemoteSamplerPool([sampler.address], security=following, channel_max_age_s=0.0)
+    without = RemoteSamplerPool([sampler.address])
+    try:
+        assert all(s.valid for s in await pool.sample(JOB, _specs(2)))
+        volume.update({"token": b"second-token"})  # the sampler refuses the first token now
+        assert all(s.valid for s in await pool.sample(JOB, _specs(2, 2)))  # a new call
+        (refused,) = await without.sample(JOB, _specs(1))
+        assert not refused.valid and "UNAUTHENTICATED" in refused.invalid_reason
+        assert sampler.backend.finished == 4
+    finally:
+        await pool.close()
+        await without.close()
+        await sampler.stop()

@@ -43,6 +43,7 @@ from grm.services.sampler import main as sampler_main
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc, reward_pb2, reward_pb2_grpc
 from tests.support.certs import make_ca, make_leaf
 from tests.support.servers import LOOPBACK, TrackingBackend, running_suite, start_sampler
+from tests.support.volumes import SecretVolume
 
 TOKEN = "tok-" + secrets.token_hex(16)
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
@@ -411,33 +412,6 @@ async def test_the_image_healthcheck_speaks_mutual_tls(pki: Pki) -> None:
 
 
 # --- rotation without a restart ---------------------------------------------------------------
-
-
-class SecretVolume:
-    """A directory laid out as Kubernetes mounts a Secret: each key a symlink into `..data`,
-    itself a symlink to a timestamped folder; an update writes a new folder and swaps `..data`
-    in one rename."""
-
-    def __init__(self, root: Path, files: dict[str, bytes]) -> None:
-        self.root = root
-        self.version = 0
-        root.mkdir()
-        self.update(files)
-        for name in files:
-            (root / name).symlink_to(Path("..data") / name)
-
-    def update(self, files: dict[str, bytes]) -> None:
-        self.version += 1
-        folder = self.root / f"..v{self.version}"
-        folder.mkdir()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(folder.name)
-        tmp.replace(self.root / "..data")  # atomic, as the kubelet does
-
-    def path(self, name: str) -> str:
-        return str(self.root / name)
 
 
 def _read(pki: Pki, name: str) -> bytes:

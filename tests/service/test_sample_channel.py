@@ -179,3 +179,21 @@ async def test_each_call_carries_the_token_as_it_is_when_the_call_opens(tmp_path
         await pool.close()
         await without.close()
         await sampler.stop()
+
+
+async def test_a_job_over_the_samplers_message_limit_fails_and_the_next_call_works() -> None:
+    # The sampler takes messages up to 1 MiB; the job below is about 1.5 MB.
+    server = replace(LOOPBACK, max_message_mb=1)
+    sampler = await start_sampler(limits=Limits(max_response_chars=2_000_000), server=server)
+    pool = RemoteSamplerPool([sampler.address])
+    huge = SamplingJob(Context.from_query("q"), ("x" * 1_500_000, "ok"), SamplingParams())
+    try:
+        (failed,) = await pool.sample(huge, _specs(1))
+        assert not failed.valid and failed.finish_reason == "error"
+        assert "RESOURCE_EXHAUSTED" in failed.invalid_reason
+        assert all(s.valid for s in await pool.sample(JOB, _specs(2, 1)))  # on a new call
+        (ep,) = pool.endpoints
+        assert ep.mux is not None and ep.mux.calls_opened == 2 and ep.outstanding == 0
+    finally:
+        await pool.close()
+        await sampler.stop()

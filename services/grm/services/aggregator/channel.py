@@ -12,7 +12,6 @@ the error (or `CallEnded`) and the pool treats it as it treats a lost SampleStre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -171,7 +170,7 @@ class SamplerChannel:
         return call
 
     async def _write(self, call: _Call) -> None:
-        with contextlib.suppress(Exception):  # a failed call: its reader tells the jobs
+        try:
             while not call.ended:
                 await call.wake.wait()
                 call.wake.clear()
@@ -181,6 +180,12 @@ class SamplerChannel:
                 if call.closing and not call.jobs:
                     await call.call.done_writing()
                     return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The call cannot take writes (it ended, or failed): end it, so its reader hands
+            # every open job the call's status and none waits for a reply that cannot come.
+            call.call.cancel()
 
     def _next_message(self, call: _Call) -> critique_pb2.ChannelRequest:
         """The cancels and the waiting jobs that fit one write."""

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import re
 import time
@@ -49,6 +48,7 @@ from typing import Any
 
 import aiohttp
 
+from grm.backends import jsonbody
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
 from grm.backends.dialects import (
     DIALECTS,
@@ -183,7 +183,7 @@ class OpenAiBackend(GenerationBackend):
         async with e.session.get(url, timeout=timeout) as resp:
             raw = await resp.read()
             try:
-                payload = json.loads(raw) if raw else None
+                payload = jsonbody.loads(raw) if raw else None
             except ValueError:
                 payload = None
             return resp.status, payload, resp.headers.get("Server", "")
@@ -446,7 +446,7 @@ class OpenAiBackend(GenerationBackend):
             raw = await resp.read()
             status = resp.status
         try:
-            payload = json.loads(raw) if raw else None
+            payload = jsonbody.loads(raw) if raw else None
         except ValueError:
             payload = raw[:200].decode("utf-8", "replace")
         if status == 200:

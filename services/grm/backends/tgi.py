@@ -67,6 +67,7 @@ from text_generation import errors as tgi_errors
 from text_generation.types import ChatRequest, Grammar, Parameters
 from text_generation.types import Message as TgiMessage
 
+from grm.backends import jsonbody
 from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult, Message
 from grm.backends.chat_template import compile_chat_template, render_chat
 from grm.backends.http_pool import Endpoint, EndpointPool, Retry, RetryPolicy, call_deadline
@@ -552,7 +553,7 @@ def _seed(seed: int) -> int:
 
 
 def _json(raw: bytes) -> Any:
-    return json.loads(raw)
+    return jsonbody.loads(raw)
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from grm.core.grammar import scores_gbnf, scores_regex, scores_suffix_gbnf, scores_suffix_regex
 from grm.core.parsing import extract_scores
 from grm_dev.devtgi import FaultSettings
-from grm_dev.devtgi.engines import ScoreGrammar, UnsupportedGrammar, parse_grammar
+from grm_dev.devtgi.engines import ScoreGrammar, ScriptedEngine, UnsupportedGrammar, parse_grammar
 from grm_dev.devtgi.main import main as devtgi_main
 from tests.support.tgi_support import dev_tgi, exchanges
 
@@ -123,6 +123,20 @@ async def test_scripted_outputs_and_the_text_faults() -> None:
     assert extract_scores(garbage, 2).scores is None
     assert extract_scores(wrong, 2).reason.startswith("expected 2")
     assert [x.status for x in exchanges(server, "/generate")] == [200, 200, 200]
+
+
+async def test_padded_judgements_have_a_real_critiques_length_and_still_parse() -> None:
+    """`--analysis-words`: the benchmarks' replies as long as a served GRM's (~300 tokens)."""
+    async with (
+        dev_tgi(ScriptedEngine(analysis_words=150)) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(f"{server.url}/generate", json=body(max_new_tokens=1024)) as resp:
+            reply = await resp.json()
+    details = reply["details"]
+    assert details["finish_reason"] == "eos_token"
+    assert 300 <= details["generated_tokens"] == len(details["tokens"]) <= 400
+    assert extract_scores(reply["generated_text"], 2).scores == (9, 2)
 
 
 async def test_the_seed_decides_details_seed_and_greedy_reports_none() -> None:

@@ -72,10 +72,13 @@ async def child(
 
 
 @contextlib.asynccontextmanager
-async def dev_tgi(tmp: Path, *, latency_ms: float, max_concurrent: int) -> AsyncIterator[str]:
+async def dev_tgi(
+    tmp: Path, *, latency_ms: float, max_concurrent: int, analysis_words: int = 0
+) -> AsyncIterator[str]:
     """`grm dev-tgi --scripted` with a fixed latency; yields its URL."""
     argv = ["-m", "grm_dev.devtgi", "--scripted", "--latency-ms", str(latency_ms)]
     argv += ["--max-concurrent-requests", str(max_concurrent), "--log-level", "WARNING"]
+    argv += ["--analysis-words", str(analysis_words)]
     async with child(argv, tmp, "dev-tgi") as proc:
         yield f"http://127.0.0.1:{proc.port}"
 

@@ -37,6 +37,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-s", type=float, default=2.0, help="untimed seconds per setup")
     p.add_argument("--samplers", default="1,2", help="sampler process counts to compare")
     p.add_argument("--latency-ms", type=float, default=0.0, help="scripted server latency")
+    p.add_argument(
+        "--analysis-words",
+        type=int,
+        default=0,
+        help="pad the scripted judgements (150 words: ~300 tokens, a real critique's length)",
+    )
     p.add_argument("--out", default="bench-results")
 
 
@@ -61,7 +67,10 @@ async def measure(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             suite.dev_tgi(
-                Path(tmp), latency_ms=args.latency_ms, max_concurrent=max(256, 4 * args.k)
+                Path(tmp),
+                latency_ms=args.latency_ms,
+                max_concurrent=max(256, 4 * args.k),
+                analysis_words=args.analysis_words,
             ) as url,
             suite.suite(Path(tmp), url, samplers=samplers) as address,
         ):
@@ -160,6 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "latency_ms": args.latency_ms,
+        "analysis_words": args.analysis_words,
         "results": results,
         "plot": png.name if png else None,
     }

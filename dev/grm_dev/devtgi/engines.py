@@ -137,12 +137,15 @@ def scripted_score(response: str) -> int:
     return 1 + hashlib.blake2b(response.encode(), digest_size=2).digest()[0] % 10
 
 
-def scripted_judgement(scores: Sequence[int], seed: int) -> str:
-    """A well-formed GRM output (principles, analysis, score line)."""
+def scripted_judgement(scores: Sequence[int], seed: int, analysis_words: int = 0) -> str:
+    """A well-formed GRM output (principles, analysis, score line); `analysis_words` pads the
+    analysis to a real critique's length (a served GRM writes ~300 tokens)."""
     boxed = ", ".join(str(s) for s in scores)
+    padding = "".join(f" point{i % 97}" for i in range(analysis_words))
     return (
         "Specific Criteria: Correctness (60%), Helpfulness (40%).\n"
-        f"Analysis: a scripted judgement of {len(scores)} response(s), sample seed {seed}.\n"
+        f"Analysis: a scripted judgement of {len(scores)} response(s), sample seed {seed}."
+        f"{padding}\n"
         f"Scores: \\boxed{{{boxed}}}"
     )
 
@@ -157,11 +160,16 @@ class ScriptedEngine:
     capacity = 1_000_000
 
     def __init__(
-        self, *, model_id: str = "grm-devtgi/scripted", max_total_tokens: int = 8192
+        self,
+        *,
+        model_id: str = "grm-devtgi/scripted",
+        max_total_tokens: int = 8192,
+        analysis_words: int = 0,
     ) -> None:
         self.model_id = model_id
         self.model_sha = "scripted-v1"
         self.max_total_tokens = max_total_tokens
+        self.analysis_words = analysis_words  # pads each judgement (see scripted_judgement)
 
     async def start(self) -> None:
         return None
@@ -182,7 +190,7 @@ class ScriptedEngine:
             scores = scores or [5] * call.grammar.n
             text = ", ".join(str(s) for s in scores[: call.grammar.n]) + "}"
         elif scores:
-            text = scripted_judgement(scores, call.seed)
+            text = scripted_judgement(scores, call.seed, self.analysis_words)
         else:
             text = (
                 "Specific Criteria: Correctness (60%): the answer is right.\n"

@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bos-token", default="", help="bos_token for --chat-template")
     p.add_argument("--eos-token", default="", help="eos_token for --chat-template")
+    p.add_argument(
+        "--analysis-words",
+        type=int,
+        default=0,
+        help="--scripted: pad each judgement's analysis with this many words (about two "
+        "tokens each; a served GRM's critique is ~300 tokens)",
+    )
     p.add_argument("--max-best-of", type=int, default=2)
     p.add_argument("--max-stop-sequences", type=int, default=4)
     f = p.add_argument_group("faults (per /generate request)")
@@ -122,7 +129,9 @@ def build_settings(args: argparse.Namespace) -> DevTgiSettings:
 
 def build_engine(args: argparse.Namespace) -> Engine:
     if args.scripted:
-        return ScriptedEngine(max_total_tokens=args.max_total_tokens or 8192)
+        return ScriptedEngine(
+            max_total_tokens=args.max_total_tokens or 8192, analysis_words=args.analysis_words
+        )
     from grm.backends.embedded import EmbeddedBackend, EmbeddedSettings
 
     backend = EmbeddedBackend(

@@ -60,39 +60,49 @@ def _read_list(text: str) -> tuple[str | None, str]:
     return text[opened.end() : end], ""
 
 
+def _last_filled(output: str) -> list[tuple[int, str]]:
+    """(offset, line without markup) of the last two lines with content, last first — found
+    from the end, so a long critique's lines are never stripped one by one."""
+    lines = output.splitlines(keepends=True)
+    found: list[tuple[int, str]] = []
+    at = len(output)
+    for line in reversed(lines):
+        at -= len(line)
+        core = _strip_markup(line)
+        if core:
+            found.append((at, core))
+            if len(found) == 2:
+                break
+    return found
+
+
 def _score_line(output: str) -> _ScoreLine | None:
     """The final score line, or None when the output does not end with one."""
-    lines = output.splitlines(keepends=True)
-    offsets, at = [], 0
-    for line in lines:
-        offsets.append(at)
-        at += len(line)
-    filled = [i for i, line in enumerate(lines) if _strip_markup(line)]
+    filled = _last_filled(output)
     if not filled:
         return None
-    last = filled[-1]
-    core = _strip_markup(lines[last])
+    last, core = filled[0]
     label = _LABEL.match(core)
     if label is not None:
         rest = _LEAD.sub("", core[label.end() :])
         if not rest:
-            return _ScoreLine(offsets[last], None, "the final Scores: line holds no list")
+            return _ScoreLine(last, None, "the final Scores: line holds no list")
         content, reason = _read_list(rest)
-        return _ScoreLine(offsets[last], content, reason)
+        return _ScoreLine(last, content, reason)
     # A bare list on the last line, right below a bare `Scores:` label line.
     if _OPEN.match(core) and len(filled) >= 2:
-        above = _strip_markup(lines[filled[-2]])
+        above_at, above = filled[1]
         label = _LABEL.fullmatch(above)
         if label is not None:
             content, reason = _read_list(core)
-            return _ScoreLine(offsets[filled[-2]], content, reason)
+            return _ScoreLine(above_at, content, reason)
     return None
 
 
 def extract_scores(output: str, n: int) -> Parsed:
     """Parse one model output that judged `n` responses."""
-    principles, critique = split_sections(output)
     line = _score_line(output)
+    principles, critique = _sections(output, line)
     if line is None:
         return Parsed(
             None, "the output does not end with a Scores: \\boxed{...} line", principles, critique
@@ -125,7 +135,10 @@ def extract_scores(output: str, n: int) -> Parsed:
 
 def split_sections(output: str) -> tuple[str, str]:
     """Return (principles, critique): the 'Specific Criteria' and 'Analysis' parts, if present."""
-    line = _score_line(output)
+    return _sections(output, _score_line(output))
+
+
+def _sections(output: str, line: _ScoreLine | None) -> tuple[str, str]:
     end = line.start if line is not None else len(output)
     crit = _CRITERIA.search(output, 0, end)
     ana = _ANALYSIS.search(output, crit.end() if crit else 0, end)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from grm.client import NO_RETRY, AsyncGrmClient
 from grm.core.errors import InvalidArgumentError
 from grm.core.plan import SamplingJob
-from grm.core.types import Context, SampleSpec, SamplingParams
+from grm.core.types import Context, SampleSpec, SamplingParams, ScoreStatus
 from grm.core.validation import Limits
 from grm.rpc.security import ClientSecurity
 from grm.rpc.server import GrmServer
@@ -26,7 +27,13 @@ from grm.services.sampler.main import SERVICE
 from grm.services.sampler.service import CritiqueServicer
 from grm.v1 import critique_pb2_grpc
 from tests.support.polling import eventually
-from tests.support.servers import LOOPBACK, RunningSampler, TrackingBackend, start_sampler
+from tests.support.servers import (
+    LOOPBACK,
+    RunningSampler,
+    TrackingBackend,
+    running_suite,
+    start_sampler,
+)
 from tests.support.volumes import SecretVolume
 
 RESPONSES = ("bad one", "good one")
@@ -197,3 +204,17 @@ async def test_a_job_over_the_samplers_message_limit_fails_and_the_next_call_wor
     finally:
         await pool.close()
         await sampler.stop()
+
+
+async def test_the_aggregator_can_be_told_to_use_sample_stream_calls_only() -> None:
+    """`--sample-channel false` (GRM_SAMPLE_CHANNEL): the older protocol, as a kill switch."""
+    async with running_suite(samplers=2, sample_channel=False) as suite:
+        async with AsyncGrmClient(suite.address, retry=NO_RETRY) as client:
+            for budget in (0, 30_000):
+                result = await client.score(
+                    "q", list(RESPONSES), k=4, include_samples=True, latency_budget_ms=budget
+                )
+                assert result.status is ScoreStatus.COMPLETE and result.k_used == 4
+        pool = suite.aggregator.pool
+        assert not pool.use_channel and all(ep.mux is None for ep in pool.endpoints)
+        assert sum(ep.samples_sent for ep in pool.endpoints) == 8

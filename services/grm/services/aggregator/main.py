@@ -134,6 +134,13 @@ class AggregatorSettings:
         default=1.0,
         metadata=_help("how often readiness re-checks the samplers (and principle generator)"),
     )
+    sample_channel: bool = field(
+        default=True,
+        metadata=_help(
+            "send each sampler its share of a request as a job on one long-lived SampleChannel "
+            "call per sampler; false: one SampleStream call per share (the older protocol)"
+        ),
+    )
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     log_level: str = "INFO"
@@ -163,6 +170,7 @@ FLAT_FIELDS = (
     "batch_concurrency",
     "max_batch_items",
     "readiness_interval_s",
+    "sample_channel",
 )
 OPTIONS = [
     *server_options(DEFAULT_PORT),
@@ -346,6 +354,7 @@ def build(
         settings.samplers,
         max_message_mb=settings.server.max_message_mb,
         security=settings.upstream,
+        use_channel=settings.sample_channel,
     )
     principles = (
         RemotePrincipleSource(

@@ -126,10 +126,12 @@ class RemoteSamplerPool:
         clock: Callable[[], float] = time.monotonic,
         security: ClientSecurity | None = None,
         channel_max_age_s: float = DEFAULT_MAX_AGE_S,
+        use_channel: bool = True,
     ) -> None:
         self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
         # A SampleChannel call older than this takes no new jobs (rotated tokens, balance).
         self.channel_max_age_s = channel_max_age_s
+        self.use_channel = use_channel  # False: SampleStream calls only (a kill switch)
         self.down_for_s = down_for_s
         self.max_message_mb = max_message_mb
         self.security = security  # TLS and bearer token for the sampler channels
@@ -407,7 +409,11 @@ class RemoteSamplerPool:
         request = self._request(job, specs, vote_in)
         share = _Share(self, ep, job, specs, emit)
         try:
-            if ep.channel_ok and await self._channel_job(share, request, time_limit, whole):
+            if (
+                self.use_channel
+                and ep.channel_ok
+                and await self._channel_job(share, request, time_limit, whole)
+            ):
                 return
             await self._stream_call(share, request, time_limit)
         finally:

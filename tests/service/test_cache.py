@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from grm.backends.base import GenerationResult
 from grm.cache import (
     CacheStoreError,
     CacheTTL,
@@ -35,6 +36,7 @@ from grm.cache import (
     track_usage,
 )
 from grm.cache.codec import (
+    _HEADER_LEN,
     ENCODING_VERSION,
     decode_principles,
     decode_result,
@@ -61,6 +63,7 @@ from grm.core.types import (
 from grm.core.validation import build_item
 from grm.metarm.agreement import AgreementMetaRM
 from grm.rpc.convert import sample_to_pb
+from grm.scoring.critique import to_sample
 from grm.scoring.pipeline import ScoringPipeline
 from grm.scoring.principles import PrincipleSet
 from tests.support.redis_server import RedisServer
@@ -268,6 +271,25 @@ def test_sample_value_round_trips_and_is_restamped_with_the_callers_spec() -> No
     assert len(value) < 200  # compact: protobuf, not JSON or pickle
 
 
+def test_a_drawn_samples_principles_and_critique_are_read_again_from_its_text() -> None:
+    """A sample as a sampler makes it (scoring.critique.to_sample) is stored without its
+    principles and critique — they are most of its size and parsing its text gives them back."""
+    analysis = " ".join(f"point {i}" for i in range(150))
+    text = (
+        "Specific Criteria: Correctness (60%), Helpfulness (40%).\n"
+        f"Analysis: {analysis}\nScores: \\boxed{{9, 2, 5}}"
+    )
+    result = GenerationResult(text, 300, "stop", latency_ms=120.0, seed=7)
+    key = _sample_key()
+    for spec in (SPEC, replace(SPEC, principles="Given (100%).")):
+        sample = to_sample(spec, result, 3)
+        assert sample.valid and sample.critique == analysis
+        value = encode_sample(key, sample)
+        assert decode_sample(key, value, spec) == sample
+        full = len(sample_to_pb(sample).SerializeToString())
+        assert len(value) < full - len(analysis)  # the critique is not stored twice
+
+
 def test_invalid_samples_cannot_be_encoded() -> None:
     bad = CountingSampleSource(invalid=lambda s: True)._one(SPEC, 3)
     with pytest.raises(ValueError):
@@ -280,7 +302,7 @@ def _corruptions() -> dict[str, bytes]:
     other_key = _sample_key(spec=replace(SPEC, seed=1))
     out_of_range = sample_to_pb(_sample())
     out_of_range.scores[0] = 11
-    header = good[: len(good) - len(sample_to_pb(_sample()).SerializeToString())]
+    header = good[:_HEADER_LEN]
     return {
         "garbage": b"\x00\x01not a value",
         "empty": b"",

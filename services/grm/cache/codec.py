@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError, Message
 
 from grm.cache.keys import Kind, key_tag
+from grm.core.parsing import split_sections
 from grm.core.types import Sample, SampleSpec, ScoreResult
 from grm.scoring.principles import PrincipleSet
 from grm.v1 import common_pb2, principle_pb2, reward_pb2
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 MAGIC = b"\xc7GR"
 ENCODING_VERSION = 1
 _KIND_BYTE = {Kind.PRINCIPLES: b"p", Kind.SAMPLE: b"s", Kind.RESULT: b"r"}
+# A sample stored without its principles and critique: both are what parsing its text gives
+# (as for every sample a sampler draws), so they are parsed again on read rather than stored
+# (the critique is most of the text: the value is about half the size).
+_SAMPLE_FROM_TEXT = b"S"
 _HEADER_LEN = len(MAGIC) + 2 + 8
 
 
@@ -36,17 +41,20 @@ class CorruptValueError(ValueError):
     """A stored value that is not a valid value for its key."""
 
 
-def _wrap(kind: Kind, key: str, msg: Message) -> bytes:
-    header = MAGIC + bytes([ENCODING_VERSION]) + _KIND_BYTE[kind] + key_tag(key)
+def _wrap(kind: Kind, key: str, msg: Message, kind_byte: bytes | None = None) -> bytes:
+    header = MAGIC + bytes([ENCODING_VERSION]) + (kind_byte or _KIND_BYTE[kind]) + key_tag(key)
     return header + msg.SerializeToString()
 
 
-def _unwrap(kind: Kind, key: str, data: bytes, message_type: type[Message]) -> Message:
+def _unwrap(
+    kind: Kind, key: str, data: bytes, message_type: type[Message], also: bytes = b""
+) -> Message:
+    """The message of a value of `kind` (or of the variant kind byte `also`)."""
     if len(data) < _HEADER_LEN or not data.startswith(MAGIC):
         raise CorruptValueError("not a GRM cache value")
     if data[3] != ENCODING_VERSION:
         raise CorruptValueError(f"encoding version {data[3]}, expected {ENCODING_VERSION}")
-    if data[4:5] != _KIND_BYTE[kind]:
+    if data[4:5] != _KIND_BYTE[kind] and (not also or data[4:5] != also):
         raise CorruptValueError(f"value of another kind ({data[4:5]!r})")
     if data[5:_HEADER_LEN] != key_tag(key):
         raise CorruptValueError("value was written under another key")
@@ -72,7 +80,12 @@ def encode_sample(key: str, sample: Sample) -> bytes:
 
     if not sample.valid:
         raise ValueError("invalid samples are not cached")
-    return _wrap(Kind.SAMPLE, key, convert.sample_to_pb(sample))
+    msg = convert.sample_to_pb(sample)
+    if (sample.principles, sample.critique) == _sections(sample.text, sample.spec):
+        msg.ClearField("principles")
+        msg.ClearField("critique")
+        return _wrap(Kind.SAMPLE, key, msg, _SAMPLE_FROM_TEXT)
+    return _wrap(Kind.SAMPLE, key, msg)
 
 
 def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
@@ -83,7 +96,7 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
     """
     from grm.rpc import convert
 
-    msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample)
+    msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample, also=_SAMPLE_FROM_TEXT)
     assert isinstance(msg, common_pb2.Sample)
     if not msg.valid:
         raise CorruptValueError("stored sample is invalid")
@@ -92,7 +105,18 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
     if msg.spec.principles != spec.principles:
         raise CorruptValueError("stored sample has other principles")
     _check_scores(msg.scores, len(spec.order))
-    return replace(convert.sample_from_pb(msg, len(spec.order)), spec=spec)
+    sample = replace(convert.sample_from_pb(msg, len(spec.order)), spec=spec)
+    if data[4:5] == _SAMPLE_FROM_TEXT:
+        principles, critique = _sections(sample.text, spec)
+        sample = replace(sample, principles=principles, critique=critique)
+    return sample
+
+
+def _sections(text: str, spec: SampleSpec) -> tuple[str, str]:
+    """A sample's principles and critique as a sampler makes them from its output: the given
+    principles, else the output's own (scoring.critique.to_sample)."""
+    principles, critique = split_sections(text)
+    return spec.principles or principles, critique
 
 
 # --- principle sets ------------------------------------------------------------------------

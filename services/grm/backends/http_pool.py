@@ -122,6 +122,26 @@ class EndpointPool:
         self.stats: collections.Counter[str] = collections.Counter()
         self._freed: asyncio.Event | None = None  # set whenever a slot frees or an endpoint joins
         self._picks = 0
+        self._late: asyncio.Task[None] | None = None  # configures endpoints that were down
+
+    async def start(
+        self,
+        configure: Callable[[Endpoint], Awaitable[None]],
+        *,
+        timeout_s: float,
+        poll_s: float,
+    ) -> None:
+        """Open the sessions and configure the endpoints until one is ready (`wait_ready`;
+        on its error the sessions are closed again); those still down are configured as they
+        come up (`configure_late`, until `close`)."""
+        self.open()
+        try:
+            await self.wait_ready(configure, timeout_s=timeout_s, poll_s=poll_s)
+        except GrmError:
+            await self.close()
+            raise
+        if not all(e.ready for e in self.endpoints):
+            self._late = asyncio.create_task(self.configure_late(configure, interval_s=poll_s))
 
     def open(self) -> None:
         """Open one session per endpoint (inside the running event loop)."""
@@ -131,6 +151,10 @@ class EndpointPool:
                 e.session = new_session(self.headers or None)
 
     async def close(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+            await asyncio.gather(self._late, return_exceptions=True)
+            self._late = None
         for e in self.endpoints:
             if e.session is not None:
                 await e.session.close()

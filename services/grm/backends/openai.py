@@ -66,7 +66,6 @@ from grm.core.errors import (
     BackendError,
     ChatTemplateError,
     FailedPreconditionError,
-    GrmError,
     InvalidArgumentError,
 )
 from grm.core.grammar import FORCED_PREFIX, strip_partial_scores
@@ -134,7 +133,6 @@ class OpenAiBackend(GenerationBackend):
         self.info = ModelInfo(model_id=f"openai:{','.join(urls)}", revision="", backend="openai")
         self.engines: dict[str, EngineInfo] = {}
         self._single_turn: set[str] = set()  # endpoints whose template refused a system role
-        self._probe_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -158,21 +156,12 @@ class OpenAiBackend(GenerationBackend):
         """Open the sessions, configure from each engine's routes, start the metrics reader."""
         if self._started:
             return
-        self.pool.open()
-        try:
-            await self.pool.wait_ready(
-                self._configure,
-                timeout_s=self.settings.startup_timeout_s,
-                poll_s=self.settings.probe_interval_s,
-            )
-        except GrmError:
-            await self.close()
-            raise
+        await self.pool.start(
+            self._configure,
+            timeout_s=self.settings.startup_timeout_s,
+            poll_s=self.settings.probe_interval_s,
+        )
         self._started = True
-        if not all(e.ready for e in self.endpoints):
-            self._probe_task = asyncio.create_task(
-                self.pool.configure_late(self._configure, interval_s=self.settings.probe_interval_s)
-            )
         if self.settings.metrics_interval_s > 0:
             self._metrics_task = asyncio.create_task(self._metrics_loop())
 
@@ -288,11 +277,10 @@ class OpenAiBackend(GenerationBackend):
         return self._started and await self.pool.probe("/models")
 
     async def close(self) -> None:
-        for task in (self._probe_task, self._metrics_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._probe_task = self._metrics_task = None
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            await asyncio.gather(self._metrics_task, return_exceptions=True)
+            self._metrics_task = None
         await self.pool.close()
         self._started = False
 

@@ -52,7 +52,6 @@ at once, no retry. Every call's timeout is the time left before the caller's dea
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
@@ -75,7 +74,6 @@ from grm.core.errors import (
     BackendError,
     ChatTemplateError,
     FailedPreconditionError,
-    GrmError,
     InvalidArgumentError,
 )
 from grm.core.grammar import FORCED_PREFIX, scores_regex, scores_suffix_regex, strip_partial_scores
@@ -145,7 +143,6 @@ class TgiBackend(GenerationBackend):
         self._template: Any = None
         # endpoints (or "local") whose chat template refused a system message
         self._single_turn: set[str] = set()
-        self._probe_task: asyncio.Task[None] | None = None
         self._started = False
 
     @property
@@ -169,23 +166,14 @@ class TgiBackend(GenerationBackend):
         """Open the sessions, wait for a healthy endpoint and configure from its /info."""
         if self._started:
             return
-        self.pool.open()
         if self.settings.chat_template:
             self._template = compile_chat_template(self.settings.chat_template)
-        try:
-            await self.pool.wait_ready(
-                self._configure,
-                timeout_s=self.settings.startup_timeout_s,
-                poll_s=self.settings.probe_interval_s,
-            )
-        except GrmError:
-            await self.close()
-            raise
+        await self.pool.start(
+            self._configure,
+            timeout_s=self.settings.startup_timeout_s,
+            poll_s=self.settings.probe_interval_s,
+        )
         self._started = True
-        if not all(e.ready for e in self.endpoints):
-            self._probe_task = asyncio.create_task(
-                self.pool.configure_late(self._configure, interval_s=self.settings.probe_interval_s)
-            )
 
     async def _configure(self, e: Endpoint) -> None:
         """Health first, then /info; a reply for another model than the others is refused."""
@@ -255,10 +243,6 @@ class TgiBackend(GenerationBackend):
         return self._started and await self.pool.probe("/health")
 
     async def close(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
-            self._probe_task = None
         await self.pool.close()
         self._started = False
 

@@ -79,20 +79,8 @@ class CachingSampleSource:
             current_usage().samples_generated += len(got)
             await self._store(job, model, [(None, s) for s in got])
             return got
-        keys = list(map(_sample_keys(model, job), specs))
+        lead, follow, futures = self._claim(list(map(_sample_keys(model, job), specs)))
         out: list[Sample | None] = [None] * len(specs)
-        loop = asyncio.get_running_loop()
-        lead: dict[str, list[int]] = {}  # keys this call computes → positions in specs
-        follow: list[tuple[int, asyncio.Future[Sample]]] = []
-        for i, key in enumerate(keys):
-            if key in lead:
-                lead[key].append(i)
-            elif (fut := self._inflight.get(key)) is not None:
-                follow.append((i, fut))
-            else:
-                lead[key] = [i]
-                self._inflight[key] = loop.create_future()
-        futures = {key: self._inflight[key] for key in lead}
         try:
             if lead:
                 await self._lead(job, specs, lead, futures, out)
@@ -131,19 +119,7 @@ class CachingSampleSource:
                 await self._store(job, model, [(None, s) for s in batch])
                 yield batch
             return
-        keys = list(map(_sample_keys(model, job), specs))
-        loop = asyncio.get_running_loop()
-        lead: dict[str, list[int]] = {}
-        follow: list[tuple[int, asyncio.Future[Sample]]] = []
-        for i, key in enumerate(keys):
-            if key in lead:
-                lead[key].append(i)
-            elif (fut := self._inflight.get(key)) is not None:
-                follow.append((i, fut))
-            else:
-                lead[key] = [i]
-                self._inflight[key] = loop.create_future()
-        futures = {key: self._inflight[key] for key in lead}
+        lead, follow, futures = self._claim(list(map(_sample_keys(model, job), specs)))
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         for i, fut in follow:
             fut.add_done_callback(lambda f, i=i: events.put_nowait(("follow", (i, f))))
@@ -257,6 +233,29 @@ class CachingSampleSource:
         except Exception as exc:
             error = exc
         events.put_nowait(("end", error))
+
+    def _claim(
+        self, keys: Sequence[str]
+    ) -> tuple[
+        dict[str, list[int]],
+        list[tuple[int, asyncio.Future[Sample]]],
+        dict[str, asyncio.Future[Sample]],
+    ]:
+        """Split a request's sample keys: those this call draws (key → positions; each gets a
+        future other callers can wait on) and those another call in this process is drawing
+        now (position, its future)."""
+        loop = asyncio.get_running_loop()
+        lead: dict[str, list[int]] = {}
+        follow: list[tuple[int, asyncio.Future[Sample]]] = []
+        for i, key in enumerate(keys):
+            if key in lead:
+                lead[key].append(i)
+            elif (fut := self._inflight.get(key)) is not None:
+                follow.append((i, fut))
+            else:
+                lead[key] = [i]
+                self._inflight[key] = loop.create_future()
+        return lead, follow, {key: self._inflight[key] for key in lead}
 
     async def _lead(
         self,

@@ -65,27 +65,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
-                log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request: cannot be decoded ({request.error})",
-                )
+            await _refuse_undecodable(request, context, method)
             try:
                 return await inner(request, context)
-            except GrmError as exc:
-                if exc.field:
-                    context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
-                log.info("%s -> %s: %s", method, exc.code, exc)
-                await context.abort(status_code(exc), str(exc))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                log.exception("%s failed", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
-                )
+                await _abort_for(exc, context, method)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -94,34 +80,45 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
+    """INVALID_ARGUMENT naming `request` when the request's bytes did not decode."""
+    if isinstance(request, _Undecodable):
+        context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
+        log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded ({request.error})"
+        )
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    """End the call with `exc`'s status: a GrmError's code (and field), else a logged
+    INTERNAL that names only the exception's type. Called while `exc` is being handled."""
+    if isinstance(exc, GrmError):
+        if exc.field:
+            context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
+        log.info("%s -> %s: %s", method, exc.code, exc)
+        await context.abort(status_code(exc), str(exc))
+    log.exception("%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+
+
 def _guarded_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """ErrorInterceptor's mapping for a server-streaming RPC (an error after some messages
     ends the stream with the error's status)."""
     inner = handler.unary_stream
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, _Undecodable):
-            context.set_trailing_metadata(((FIELD_METADATA_KEY, "request"),))
-            log.info("%s -> INVALID_ARGUMENT: undecodable request", method)
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"request: cannot be decoded ({request.error})"
-            )
+        await _refuse_undecodable(request, context, method)
         try:
             if inspect.isasyncgenfunction(inner):
                 async for reply in inner(request, context):
                     yield reply
             else:  # a handler that writes through the context (or only aborts)
                 await inner(request, context)
-        except GrmError as exc:
-            if exc.field:
-                context.set_trailing_metadata(((FIELD_METADATA_KEY, exc.field),))
-            log.info("%s -> %s: %s", method, exc.code, exc)
-            await context.abort(status_code(exc), str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
         except Exception as exc:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+            await _abort_for(exc, context, method)
 
     return grpc.unary_stream_rpc_method_handler(
         guarded,

@@ -142,12 +142,29 @@ async def test_a_refused_connection_is_retried_on_another_endpoint() -> None:
 
 
 async def test_a_dropped_connection_is_retried() -> None:
+    # The prompt's rendering opened the connection, so the request dropped without a reply
+    # went on a kept-alive one: the HTTP client sends it again on a new connection (as after
+    # a server's idle close), not counted as an outage of the endpoint.
     faults = FaultSettings(sequence=("disconnect",))
     async with dev_tgi(faults=faults) as server, tgi_backend(server.url) as backend:
         result = await backend.generate_one(judge_request())
-        assert backend.stats["unavailable"] == 1
+        [endpoint] = backend.pool.endpoints
+        assert endpoint.http is not None and endpoint.http.resent == 1
+        assert backend.stats["unavailable"] == 0
     assert extract_scores(result.text, 2).scores == (9, 2)
     assert server.state.generate_requests == 2  # the dropped one is not in the exchange log
+
+
+async def test_connections_dropped_on_every_try_are_an_outage() -> None:
+    # Dropped on a new connection too: the endpoint pool counts an outage and tries again.
+    faults = FaultSettings(sequence=("disconnect", "disconnect", "disconnect"))
+    async with dev_tgi(faults=faults) as server, tgi_backend(server.url) as backend:
+        result = await backend.generate_one(judge_request())
+        [endpoint] = backend.pool.endpoints
+        assert endpoint.http is not None and endpoint.http.resent == 1
+        assert backend.stats["unavailable"] == 2
+    assert extract_scores(result.text, 2).scores == (9, 2)
+    assert server.state.generate_requests == 4
 
 
 async def test_validation_errors_are_invalid_argument_without_retry() -> None:

@@ -1,4 +1,4 @@
-"""Engine reply bodies: the fast parser, and the standard one for what it refuses."""
+"""Engine bodies: the fast parser and writer, and the standard ones for what they refuse."""
 
 from __future__ import annotations
 
@@ -53,3 +53,17 @@ def test_64_bit_seeds_stay_integers() -> None:
 def test_a_body_that_is_not_json_is_a_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         jsonbody.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": "Réponse «ok» 🙂\nScores:", "parameters": {"seed": 2**31, "top_p": 0.95}},
+        {"inputs": "half a pair \ud800 of surrogates"},  # no UTF-8 encoder can write it
+        {"messages": [{"role": "user", "content": ""}], "max_tokens": 1, "stop": None},
+    ],
+)
+def test_request_bodies_read_back_as_written(body: dict[str, object]) -> None:
+    raw = jsonbody.dumps(body)
+    assert isinstance(raw, bytes) and json.loads(raw) == body
+    raw.decode("utf-8")  # what an engine's server decodes it as

@@ -3,8 +3,10 @@
 Every HTTP engine backend (TGI; the OpenAI-compatible engines) needs the same things from its
 endpoints, so they live here once, apart from any engine's protocol:
 
-- **one pooled `aiohttp.ClientSession` per endpoint** (keep-alive connections; the in-flight
-  bound, not the connector, limits concurrency);
+- **kept-alive connections per endpoint**: the generation requests (one per sample) go through
+  a lean HTTP/1.1 client (`http1.HttpClient`, a third of aiohttp's CPU per request), the rare
+  control calls (health, info, models, metrics) through one pooled `aiohttp.ClientSession`;
+  the in-flight bound, not a connection limit, bounds concurrency;
 - **least-loaded choice**: the endpoint with the fewest in-flight requests relative to its
   bound, healthy ones first, round-robin among equals;
 - **prefix locality**: a call with an `affinity` key (the requests that share a long prompt
@@ -40,6 +42,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from grm.backends.http1 import HttpClient, HttpConnectionError
 from grm.core.errors import (
     BackendError,
     DeadlineExceededError,
@@ -73,11 +76,13 @@ class RetryPolicy:
 
 @dataclass
 class Endpoint:
-    """One engine server: its pooled session, what it reported at start-up, its live load."""
+    """One engine server: its pooled session (control calls) and connections (generation),
+    what it reported at start-up, its live load."""
 
     url: str
     limit: int
     session: aiohttp.ClientSession | None = None
+    http: HttpClient | None = None
     info: dict[str, Any] | None = None  # what the engine reported (None: not configured yet)
     in_flight: int = 0
     down_until: float = 0.0
@@ -144,11 +149,13 @@ class EndpointPool:
             self._late = asyncio.create_task(self.configure_late(configure, interval_s=poll_s))
 
     def open(self) -> None:
-        """Open one session per endpoint (inside the running event loop)."""
+        """Open one session and one HTTP client per endpoint (inside the running event loop)."""
         self._freed = asyncio.Event()
         for e in self.endpoints:
             if e.session is None:
                 e.session = new_session(self.headers or None)
+            if e.http is None:
+                e.http = HttpClient(e.url, headers=self.headers)
 
     async def close(self) -> None:
         if self._late is not None:
@@ -159,6 +166,9 @@ class EndpointPool:
             if e.session is not None:
                 await e.session.close()
                 e.session = None
+            if e.http is not None:
+                e.http.close()
+                e.http = None
 
     @property
     def ready(self) -> list[Endpoint]:
@@ -343,7 +353,7 @@ class EndpointPool:
                 raise out_of_time(
                     caller_bound, f"{name} call to {e.url}", overloads, name
                 ) from None
-            except aiohttp.ClientError as exc:  # connection refused / reset, bad payload
+            except (aiohttp.ClientError, HttpConnectionError) as exc:  # refused, reset, malformed
                 e.failures += 1
                 outages += 1
                 self.stats["unavailable"] += 1

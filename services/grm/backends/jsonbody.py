@@ -1,4 +1,4 @@
-"""Engine reply bodies as Python values, parsed quickly.
+"""Engine request and reply bodies, written and parsed quickly.
 
 A TGI `/generate` reply with `details` carries one object per generated token: a 300-token
 critique is a ~25 KB body, which the standard library's parser takes ~200 µs to read and
@@ -8,6 +8,10 @@ body it refuses is read again by `json.loads`, which accepts what the engines' P
 can write, and raises ValueError for what is not JSON. (An integer beyond 64 bits comes back
 as a float; the reply checks then refuse it as a wrong type — engines' seeds and counts are
 64-bit.)
+
+Request bodies are written by orjson (UTF-8, compact) too; a text it refuses (a lone
+surrogate, which no UTF-8 encoder can write) is written by `json.dumps` with ASCII escapes,
+which carry it as the standard library's client did.
 """
 
 from __future__ import annotations
@@ -24,3 +28,11 @@ def loads(raw: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+
+
+def dumps(body: Any) -> bytes:
+    """A request body as JSON bytes."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate in a string
+        return json.dumps(body, separators=(",", ":")).encode()

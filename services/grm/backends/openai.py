@@ -427,12 +427,10 @@ class OpenAiBackend(GenerationBackend):
 
     async def _post(self, e: Endpoint, body: dict[str, Any], budget_s: float) -> dict[str, Any]:
         """POST /chat/completions; a non-200 reply raises what `classify` makes of it."""
-        assert e.session is not None
-        async with e.session.post(
-            f"{e.url}/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=budget_s)
-        ) as resp:
-            raw = await resp.read()
-            status = resp.status
+        assert e.http is not None
+        async with asyncio.timeout(budget_s):
+            reply = await e.http.post("/chat/completions", jsonbody.dumps(body))
+        status, raw = reply.status, reply.body
         try:
             payload = jsonbody.loads(raw) if raw else None
         except ValueError:

@@ -25,9 +25,11 @@ any sampling — never truncated (the backend never sends `truncate`). Rendered 
 cached (identical message lists, e.g. the n requests of a principle set, render once). With
 `chat_template=` set, the template is rendered locally (Jinja) and counted with `/tokenize`.
 
-**Endpoints.** Each TGI endpoint gets one pooled `aiohttp.ClientSession` (the stock
+**Endpoints.** Each TGI endpoint keeps its connections alive (the stock
 `text_generation.AsyncClient` opens a session, hence a TCP connection, per call; the
-benchmarks compare the two), from the shared endpoint pool (grm.backends.http_pool).
+benchmarks compare the two), from the shared endpoint pool (grm.backends.http_pool: the
+requests to generate, render and tokenize go through its lean HTTP/1.1 client, the health
+and /info calls through an aiohttp session).
 `start()` waits for `/health` and reads `/info`: model id + `model_sha` (→ `info`, part of
 every cache key), `max_concurrent_requests` (the per-endpoint in-flight bound; `capacity` is
 their sum), `max_input_tokens` / `max_total_tokens`, `max_best_of`, `max_stop_sequences`.
@@ -52,8 +54,8 @@ at once, no retry. Every call's timeout is the time left before the caller's dea
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -397,28 +399,24 @@ class TgiBackend(GenerationBackend):
     ) -> Any:
         """POST a JSON body (or its bytes); a non-200 reply raises what
         `text_generation.errors` makes of it."""
-        assert e.session is not None
-        data = body if isinstance(body, bytes) else _dumps(body)
-        async with e.session.post(
-            f"{e.url}{path}",
-            data=data,
-            headers=_JSON_HEADERS,
-            timeout=aiohttp.ClientTimeout(total=budget_s),
-        ) as resp:
-            raw = await resp.read()
-            try:
-                payload = _json(raw)
-            except ValueError as exc:
-                if resp.status == 200 or resp.status >= 500:
-                    raise Retry("unavailable", f"HTTP {resp.status}: body is not JSON") from exc
-                raise BackendError(f"{path} answered {resp.status}: {raw[:200]!r}") from exc
-            if resp.status == 200:
-                return payload
-            if not isinstance(payload, dict) or "error" not in payload:
-                payload = {"error": f"HTTP {resp.status}: {str(payload)[:200]}"}
-            if payload.get("error_type") == "template_error":
-                raise ChatTemplateError(f"TGI chat template: {payload['error']}")
-            raise classify(tgi_errors.parse_error(resp.status, payload), resp.status)
+        assert e.http is not None
+        async with asyncio.timeout(budget_s):
+            data = body if isinstance(body, bytes) else jsonbody.dumps(body)
+            reply = await e.http.post(path, data)
+        status, raw = reply.status, reply.body
+        try:
+            payload = _json(raw)
+        except ValueError as exc:
+            if status == 200 or status >= 500:
+                raise Retry("unavailable", f"HTTP {status}: body is not JSON") from exc
+            raise BackendError(f"{path} answered {status}: {raw[:200]!r}") from exc
+        if status == 200:
+            return payload
+        if not isinstance(payload, dict) or "error" not in payload:
+            payload = {"error": f"HTTP {status}: {str(payload)[:200]}"}
+        if payload.get("error_type") == "template_error":
+            raise ChatTemplateError(f"TGI chat template: {payload['error']}")
+        raise classify(tgi_errors.parse_error(status, payload), status)
 
     # ---------------------------------------------------------------- prompts
 
@@ -540,11 +538,6 @@ def _json(raw: bytes) -> Any:
     return jsonbody.loads(raw)
 
 
-def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()  # ASCII: lone surrogates escaped
-
-
-_JSON_HEADERS = {"Content-Type": "application/json"}
 # Every field of `Parameters` as `Request.model_dump(mode="json")` writes it (the wire format
 # of text-generation's own client), computed once; `generate_body` fills in a copy.
 _PARAMETER_DEFAULTS: dict[str, Any] = Parameters(details=True).model_dump(mode="json")

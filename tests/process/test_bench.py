@@ -116,6 +116,17 @@ def test_all_smoke(tmp_path: Path) -> None:
     assert "overhead" in (tmp_path / "summary.md").read_text()
 
 
+def test_throughput_with_score_batch_calls(tmp_path: Path) -> None:
+    doc = _run(
+        tmp_path, "throughput", "--k", "2", "--concurrency", "1", "--batch-items", "3",
+        "--samplers", "1", "--duration-s", "0.5", "--warmup-s", "0.2",
+    )  # fmt: skip
+    assert doc["batch_items"] == 3
+    r = doc["results"]["1"]
+    assert r["calls"] > 0 and r["calls"] % 3 == 0  # whole batches, every item checked
+    assert r["samples_per_s"] == r["calls_per_s"] * 2
+
+
 def test_throughput_cpu_per_service(tmp_path: Path) -> None:
     doc = _run(
         tmp_path, "throughput", "--k", "2", "--concurrency", "2", "--samplers", "2",

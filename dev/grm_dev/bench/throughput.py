@@ -3,8 +3,10 @@
 For each sampler count (default 1 and 2) it starts a scripted `grm dev-tgi --latency-ms 0` and
 `grm up --backend tgi --samplers N` (child processes), then keeps `--concurrency` Score calls in
 flight for `--duration-s` seconds (after a warm-up), each with k samples and a new seed (no
-cache hits). All processes share this machine's cores, so the numbers are the suite's cost
-per call and per sample on this host; the scaling ratio is measured in the same run.
+cache hits); with `--batch-items N` each call is a ScoreBatch of N such items (how the TRL
+and verl integrations and `score_many` call), and "calls" below count items. All processes
+share this machine's cores, so the numbers are the suite's cost per call and per sample on
+this host; the scaling ratio is measured in the same run.
 
 CPU time: each service process (`grm up`'s aggregator, principle generator and samplers, and
 the dev TGI server) is found below this process in /proc; its utime + stime is read before and
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from grm.client import AsyncGrmClient
+from grm.core.types import ScoreStatus
 from grm_dev import procinfo
 from grm_dev.bench import suite
 from grm_dev.bench.overhead import score_suite
@@ -33,6 +36,12 @@ from grm_dev.bench.report import Panel, plot, table, write_json
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=4, help="samples per Score call")
     p.add_argument("--concurrency", type=int, default=16, help="Score calls in flight")
+    p.add_argument(
+        "--batch-items",
+        type=int,
+        default=1,
+        help="items per call: 1 = Score calls, N > 1 = ScoreBatch calls of N items",
+    )
     p.add_argument("--duration-s", type=float, default=10.0, help="timed seconds per setup")
     p.add_argument("--warmup-s", type=float, default=2.0, help="untimed seconds per setup")
     p.add_argument("--samplers", default="1,2", help="sampler process counts to compare")
@@ -46,20 +55,37 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results")
 
 
-async def _load(address: str, *, k: int, concurrency: int, seconds: float, seeds: Any) -> int:
-    """Score calls completed in `seconds` with `concurrency` workers."""
+async def _load(
+    address: str, *, k: int, concurrency: int, seconds: float, seeds: Any, batch_items: int = 1
+) -> int:
+    """Items scored in `seconds` with `concurrency` workers (each checked complete)."""
     stop = time.perf_counter() + seconds
     done = 0
 
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            await score_suite(client, k=k, seed=next(seeds))
-            done += 1
+            if batch_items <= 1:
+                await score_suite(client, k=k, seed=next(seeds))
+            else:
+                await _score_batch(client, k=k, seeds=seeds, n=batch_items)
+            done += batch_items
 
     async with AsyncGrmClient(address, timeout=120) as client:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return done
+
+
+async def _score_batch(client: AsyncGrmClient, *, k: int, seeds: Any, n: int) -> None:
+    items = [
+        {"query": suite.QUERY, "responses": list(suite.RESPONSES), "k": k, "seed": next(seeds)}
+        for _ in range(n)
+    ]
+    for outcome in await client.score_batch(items):
+        if isinstance(outcome, Exception):
+            raise RuntimeError(f"ScoreBatch item failed: {outcome}")
+        if outcome.status is not ScoreStatus.COMPLETE or outcome.k_used != k:
+            raise RuntimeError(f"ScoreBatch item: {outcome.status} with k_used={outcome.k_used}")
 
 
 async def measure(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
@@ -74,7 +100,12 @@ async def measure(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
             ) as url,
             suite.suite(Path(tmp), url, samplers=samplers) as address,
         ):
-            common = {"k": args.k, "concurrency": args.concurrency, "seeds": seeds}
+            common = {
+                "k": args.k,
+                "concurrency": args.concurrency,
+                "seeds": seeds,
+                "batch_items": args.batch_items,
+            }
             await _load(address, seconds=args.warmup_s, **common)
             pids = procinfo.service_pids()
             cpu_before = procinfo.cpu_snapshot(pids)
@@ -88,7 +119,8 @@ async def measure(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "calls_per_s": calls / elapsed,
         "samples_per_s": calls * args.k / elapsed,
-        "mean_latency_ms": 1000 * elapsed * args.concurrency / max(1, calls),
+        # per call (a Score, or a ScoreBatch of batch_items)
+        "mean_latency_ms": 1000 * elapsed * args.concurrency * args.batch_items / max(1, calls),
         "cpu_s": cpu,
         "cpu_us_per_sample": {name: 1e6 * v / samples for name, v in cpu.items()},
         "cpu_us_per_call": {name: 1e6 * v / max(1, calls) for name, v in cpu.items()},
@@ -114,9 +146,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         for n, r in results.items()
     ]
+    calls = "Score calls" if args.batch_items <= 1 else f"ScoreBatch calls of {args.batch_items}"
     print(
         f"Score throughput at {args.latency_ms} ms backend latency: k={args.k}, "
-        f"{args.concurrency} calls in flight, {args.duration_s} s per setup"
+        f"{args.concurrency} {calls} in flight, {args.duration_s} s per setup (calls = items)"
     )
     print(table(["samplers", "calls", "calls/s", "samples/s", "mean ms", "scaling"], rows))
     services = sorted({name for r in results.values() for name in r["cpu_s"]}, key=_service_order)
@@ -166,6 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     payload = {
         "k": args.k,
         "concurrency": args.concurrency,
+        "batch_items": args.batch_items,
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "latency_ms": args.latency_ms,

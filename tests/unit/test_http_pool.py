@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from grm.backends.http_pool import EndpointPool, RetryPolicy
+from grm.core.errors import FailedPreconditionError
 
 URLS = [f"http://engine-{i}:8000" for i in range(4)]
 
@@ -69,3 +72,11 @@ def test_a_down_endpoint_is_skipped_for_the_next_choice() -> None:
     down = next(e for e in pool.endpoints if e.url == first)
     down.down_until = time.monotonic() + 60
     assert _take(pool, "item-1") != first
+
+
+def test_an_endpoint_that_is_not_an_http_url_is_refused_at_once() -> None:
+    for url in ("tgi:8080", "engine-0:8000", "ftp://engine-0", "http://engine-0:99999"):
+        with pytest.raises(FailedPreconditionError, match="not an http:// or https:// URL"):
+            _pool(urls=[URLS[0], url])
+    pool = _pool(urls=["http://[::1]:8080", "https://engine.example/v1", "http://engine-0"])
+    assert len(pool.endpoints) == 3

@@ -237,6 +237,15 @@ class _Connection(asyncio.Protocol):
             self._state, self._keep = _UNTIL_CLOSE, False
 
 
+def split_url(base_url: str) -> tuple[bool, str, int, str]:
+    """(TLS, host, port, path prefix) of an http(s) URL; ValueError for anything else."""
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"not an http(s) URL: {base_url!r}")
+    tls = url.scheme == "https"
+    return tls, url.hostname, url.port or (443 if tls else 80), url.path.rstrip("/")
+
+
 class HttpClient:
     """Kept-alive connections to one server (`base_url`, its path a prefix of every request);
     any number of requests at once (a connection each), `headers` sent with every one."""
@@ -249,18 +258,13 @@ class HttpClient:
         keepalive_s: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        url = urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self.host = url.hostname
-        self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.prefix = url.path.rstrip("/")
+        tls, self.host, self.port, self.prefix = split_url(base_url)
         self.keepalive_s = keepalive_s
         self._ssl: ssl.SSLContext | None = None
-        if url.scheme == "https":
+        if tls:
             self._ssl = ssl_context or ssl.create_default_context()
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default_port = self.port == (443 if url.scheme == "https" else 80)
+        default_port = self.port == (443 if tls else 80)
         fields = {
             "Host": host if default_port else f"{host}:{self.port}",
             "User-Agent": "grm-suite",
@@ -354,4 +358,4 @@ class HttpClient:
         self._idle.clear()
 
 
-__all__ = ["HttpClient", "HttpConnectionError", "Reply"]
+__all__ = ["HttpClient", "HttpConnectionError", "Reply", "split_url"]

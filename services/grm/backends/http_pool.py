@@ -42,10 +42,11 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from grm.backends.http1 import HttpClient, HttpConnectionError
+from grm.backends.http1 import HttpClient, HttpConnectionError, split_url
 from grm.core.errors import (
     BackendError,
     DeadlineExceededError,
+    FailedPreconditionError,
     GrmError,
     ResourceExhaustedError,
     UnavailableError,
@@ -123,6 +124,13 @@ class EndpointPool:
         self.retry = retry
         self.locality = locality  # honour calls' affinity keys (else least loaded only)
         self.headers = dict(headers or {})  # sent with every request (never logged)
+        for url in urls:  # a typo here would otherwise wait out the start-up timeout
+            try:
+                split_url(url)
+            except ValueError:
+                raise FailedPreconditionError(
+                    f"{engine} endpoint {url!r} is not an http:// or https:// URL"
+                ) from None
         self.endpoints = [Endpoint(url=u, limit=default_limit) for u in urls]
         self.stats: collections.Counter[str] = collections.Counter()
         self._freed: asyncio.Event | None = None  # set whenever a slot frees or an endpoint joins

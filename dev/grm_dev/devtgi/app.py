@@ -414,7 +414,12 @@ async def _generate_body(request: web.Request, body: dict[str, Any]) -> web.Resp
         "x-prompt-tokens": str(len(input_tokens)),
         "x-generated-tokens": str(generated.generated_tokens),
     }
-    return web.json_response(payload, headers=headers)
+    return web.json_response(payload, headers=headers, dumps=_compact)
+
+
+def _compact(value: Any) -> str:
+    """JSON as TGI's router writes it (serde_json: no spaces, UTF-8 as is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 async def _rewrite(state: DevTgiState, call: GenerateCall, text: str) -> Generated:

@@ -30,6 +30,11 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw)
 
 
+def loads_strict(raw: bytes | str) -> Any:
+    """orjson only (ValueError for anything it refuses): for a caller with a fallback."""
+    return orjson.loads(raw)
+
+
 def dumps(body: Any) -> bytes:
     """A request body as JSON bytes."""
     try:

@@ -58,7 +58,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -391,13 +391,19 @@ class TgiBackend(GenerationBackend):
 
     async def post_generate(self, e: Endpoint, body: dict[str, Any], budget_s: float) -> Generated:
         """POST /generate (a `generate_body`) on the endpoint's pooled session."""
-        payload = await self._post_json(e, "/generate", body, budget_s)
+        payload = await self._post_json(e, "/generate", body, budget_s, read=read_generated)
         return Generated.from_payload(payload)
 
     async def _post_json(
-        self, e: Endpoint, path: str, body: dict[str, Any] | bytes, budget_s: float
+        self,
+        e: Endpoint,
+        path: str,
+        body: dict[str, Any] | bytes,
+        budget_s: float,
+        *,
+        read: Callable[[bytes], Any] = jsonbody.loads,
     ) -> Any:
-        """POST a JSON body (or its bytes); a non-200 reply raises what
+        """POST a JSON body (or its bytes); a 200 reply is `read`, another raises what
         `text_generation.errors` makes of it."""
         assert e.http is not None
         async with asyncio.timeout(budget_s):
@@ -405,7 +411,7 @@ class TgiBackend(GenerationBackend):
             reply = await e.http.post(path, data)
         status, raw = reply.status, reply.body
         try:
-            payload = _json(raw)
+            payload = read(raw) if status == 200 else jsonbody.loads(raw)
         except ValueError as exc:
             if status == 200 or status >= 500:
                 raise Retry("unavailable", f"HTTP {status}: body is not JSON") from exc
@@ -534,7 +540,31 @@ def _seed(seed: int) -> int:
     return seed if seed > 0 else SEED_ZERO_SUBSTITUTE
 
 
-def _json(raw: bytes) -> Any:
+_TOKENS_MEMBER = b',"tokens":['
+
+
+def read_generated(raw: bytes) -> Any:
+    """A `/generate` reply, its per-token details left unparsed when it can be.
+
+    TGI writes the reply compactly, in its types' field order: `{"generated_text": ...,
+    "details": {"finish_reason", "generated_tokens", "seed", "prefill", "tokens": [an object
+    per token], ...}}`. A ~300-token critique is a ~25 KB body, almost all of it `tokens`,
+    which the suite never reads. The body up to the last `,"tokens":[` member, closed, holds
+    every field it reads; that byte sequence cannot occur inside a JSON string (its quotes
+    would be escaped). Any other layout — another order, spaces, a member cut at another
+    depth (the prefix then does not parse), a text orjson refuses — is parsed whole.
+    """
+    cut = raw.rfind(_TOKENS_MEMBER)
+    if cut > 0:
+        try:
+            head = jsonbody.loads_strict(raw[:cut] + b"}}")
+        except ValueError:
+            pass
+        else:
+            if isinstance(head, dict) and "generated_text" in head:
+                details = head.get("details")
+                if isinstance(details, dict) and "finish_reason" in details:
+                    return head
     return jsonbody.loads(raw)
 
 

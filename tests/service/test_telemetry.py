@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -311,6 +312,35 @@ def test_without_an_otlp_endpoint_nothing_is_exported() -> None:
             assert not span.is_recording()  # nothing would receive it: not recorded
     finally:
         p.shutdown()
+
+
+def test_stages_under_an_unrecorded_span_make_no_span_but_keep_metrics_and_ids(
+    providers: telemetry.Providers,
+) -> None:
+    tracer = providers.tracer_provider.get_tracer("t")
+    # a trace the caller did not sample: parent-based sampling records none of it
+    dropped = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0))
+        )
+    )
+    with tracer.start_as_current_span("rpc", context=dropped) as rpc:
+        assert not rpc.is_recording()
+        with telemetry.stage("vote", **{"grm.k_valid": 4}) as span:
+            assert span is rpc  # no child made; log lines carry the request's trace id
+            assert span.get_span_context().trace_id == 0xABC
+    with tracer.start_as_current_span("rpc") as rpc, telemetry.stage("vote") as span:
+        assert span is not rpc and span.is_recording()  # a sampled trace gets the stage's span
+    names = [s.name for s in SPANS.get_finished_spans()]
+    assert names == ["grm.vote", "rpc"]
+    points = [
+        p
+        for m in READER.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+        if m.name == "grm_stage_duration_seconds"
+        for p in m.data.data_points
+        if p.attributes == {"stage": "vote"}
+    ]
+    assert points and points[0].count >= 2  # both stages observed
 
 
 def test_the_otlp_endpoint_turns_export_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.server
 import json
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 from aiohttp import web
 
 from grm.backends.http1 import HttpClient, HttpConnectionError
@@ -383,15 +385,15 @@ async def test_a_request_dropped_on_a_new_connection_is_an_error() -> None:
     assert err.value.before_reply and client.resent == 0 and connections == [0]
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: nine\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server closes
-    ],
-)
+MALFORMED = [
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: nine\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server closes
+]
+
+
+@pytest.mark.parametrize("reply", MALFORMED)
 async def test_malformed_or_cut_replies_are_connection_errors(reply: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await _read_request(reader)
@@ -475,3 +477,37 @@ async def test_refused_connections_and_bad_settings() -> None:
     closed.close()
     with pytest.raises(HttpConnectionError, match="closed"):
         await closed.post("/", b"{}")
+
+
+# ---------------------------------------------------------------- the same on uvloop
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        test_json_replies_reuse_one_connection_and_carry_the_headers,
+        test_concurrent_requests_each_get_their_own_reply,
+        test_chunked_large_empty_and_error_replies,
+        test_a_connection_close_reply_is_not_reused,
+        test_uvicorn_content_length_and_chunked_replies_on_one_connection,
+        test_a_connection_the_server_closed_while_idle_is_replaced,
+        test_http_1_0_replies_with_and_without_a_length,
+        test_a_request_dropped_on_a_kept_alive_connection_is_sent_again_once,
+        test_a_request_dropped_on_a_new_connection_is_an_error,
+        *(
+            functools.partial(test_malformed_or_cut_replies_are_connection_errors, r)
+            for r in MALFORMED
+        ),
+        test_interim_replies_are_skipped_and_chunk_extensions_and_trailers_read,
+        test_a_cancelled_or_timed_out_request_closes_its_connection,
+        test_refused_connections_and_bad_settings,
+    ],
+)
+def test_on_uvloop(test: Callable[[], Awaitable[None]]) -> None:
+    """The services run uvloop, whose transports signal EOF, close and report `is_closing`
+    in their own way: every test above again, on it."""
+    uvloop.run(test())
+
+
+def test_https_on_uvloop(tmp_path: Path) -> None:
+    uvloop.run(test_https_with_the_servers_ca(tmp_path))

@@ -461,6 +461,41 @@ async def test_a_cancelled_or_timed_out_request_closes_its_connection() -> None:
     assert connections == [0, 1] and client.idle == 0
 
 
+async def test_connections_idle_for_the_keepalive_time_are_closed() -> None:
+    arrived: list[int] = []
+    ended: list[int] = []
+    all_in = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        try:
+            while True:
+                body = await _read_request(reader)
+                arrived.append(n)
+                if len(arrived) == 3:
+                    all_in.set()
+                await all_in.wait()  # the first three requests each hold their connection
+                writer.write(_ok(body))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            ended.append(n)  # the client closed it
+
+    async with raw_server(handler) as (port, connections):
+        client = HttpClient(f"http://127.0.0.1:{port}", keepalive_s=0.3)
+        try:
+            await asyncio.gather(*(client.post("/", b"x") for _ in range(3)))
+            assert client.idle == 3
+            await client.post("/", b"y")  # one in use again: its idle time starts anew
+            # give-up bound only: the reaper closes them ~0.3 s after their last use
+            await eventually(
+                lambda: sorted(ended) == [0, 1, 2], what="idle ones closed", within_s=30
+            )
+            assert client.idle == 0
+            assert (await client.post("/", b"z")).body == b"z"  # a new connection
+        finally:
+            client.close()
+    assert connections == [0, 1, 2, 3]
+
+
 async def test_refused_connections_and_bad_settings() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -500,6 +535,7 @@ async def test_refused_connections_and_bad_settings() -> None:
         ),
         test_interim_replies_are_skipped_and_chunk_extensions_and_trailers_read,
         test_a_cancelled_or_timed_out_request_closes_its_connection,
+        test_connections_idle_for_the_keepalive_time_are_closed,
         test_refused_connections_and_bad_settings,
     ],
 )

@@ -13,8 +13,9 @@ SGLang's uvicorn, llama.cpp's cpp-httplib):
 - a reply framed by `Content-Length`, by `Transfer-Encoding: chunked`, or (no length, no
   chunking) by the server closing the connection; 1xx interim replies are skipped;
 - keep-alive: a connection goes back to the pool unless the reply says `Connection: close`,
-  is HTTP/1.0 without `keep-alive`, or is framed by the close; idle connections older than
-  `keepalive_s` are closed, not reused;
+  is HTTP/1.0 without `keep-alive`, or is framed by the close; a connection idle for
+  `keepalive_s` is closed by a timer (a burst's connections do not stay open on an engine
+  whose server keeps idle connections as long as the client does);
 - a kept-alive connection the server closed while it was idle (uvicorn closes them after 5 s)
   can fail the next request before any byte of reply: that request is sent again, once, on a
   new connection (the reply was never started, so nothing is read twice);
@@ -30,6 +31,7 @@ pool counts them as an outage of that endpoint, as it does aiohttp's `ClientErro
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 import time
 from dataclasses import dataclass
@@ -275,8 +277,9 @@ class HttpClient:
             if any(c in f"{name}{value}" for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} holds a line break")
         self._fields = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("latin-1")
-        self._idle: list[_Connection] = []
+        self._idle: collections.deque[_Connection] = collections.deque()  # oldest first
         self._open: set[_Connection] = set()
+        self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
         self.resent = 0  # requests sent again after a kept-alive connection was found closed
 
@@ -309,6 +312,10 @@ class HttpClient:
             if keep and not self._closed:
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
+                if self._reaper is None:
+                    self._reaper = asyncio.get_running_loop().call_later(
+                        self.keepalive_s, self._reap
+                    )
             else:
                 self._open.discard(conn)
                 conn.abort()
@@ -325,6 +332,20 @@ class HttpClient:
             self._open.discard(conn)
             conn.abort()
         return None, False
+
+    def _reap(self) -> None:
+        """Close the connections idle for `keepalive_s` (the oldest are first in line)."""
+        self._reaper = None
+        now = time.monotonic()
+        while self._idle and (
+            self._idle[0].closed or self._idle[0].idle_since <= now - self.keepalive_s
+        ):
+            conn = self._idle.popleft()
+            self._open.discard(conn)
+            conn.abort()
+        if self._idle and not self._closed:
+            due = self._idle[0].idle_since + self.keepalive_s - now
+            self._reaper = asyncio.get_running_loop().call_later(max(due, 0.0), self._reap)
 
     async def _connect(self) -> _Connection:
         if self._closed:
@@ -352,6 +373,9 @@ class HttpClient:
     def close(self) -> None:
         """Close every connection; requests in flight fail with HttpConnectionError."""
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for conn in list(self._open):
             conn.abort()
         self._open.clear()

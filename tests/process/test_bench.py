@@ -123,6 +123,8 @@ def test_throughput_with_score_batch_calls(tmp_path: Path) -> None:
     )  # fmt: skip
     assert doc["batch_items"] == 3
     r = doc["results"]["1"]
+    cpu = r["cpu_us_per_sample"]
+    assert r["suite_cpu_us_per_sample"] == pytest.approx(cpu["aggregator"] + cpu["sampler-0"])
     assert r["calls"] > 0 and r["calls"] % 3 == 0  # whole batches, every item checked
     assert r["samples_per_s"] == r["calls_per_s"] * 2
 

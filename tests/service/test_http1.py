@@ -100,8 +100,9 @@ async def aiohttp_server(
 async def test_json_replies_reuse_one_connection_and_carry_the_headers() -> None:
     peers: list[Any] = []
     async with aiohttp_server(peers) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1", headers={"Authorization": "Bearer t"})
-        try:
+        with contextlib.closing(
+            HttpClient(f"http://127.0.0.1:{port}/v1", headers={"Authorization": "Bearer t"})
+        ) as client:
             for i in range(5):
                 reply = await client.post("/echo", json.dumps({"i": i}).encode())
                 assert reply.status == 200
@@ -112,32 +113,26 @@ async def test_json_replies_reuse_one_connection_and_carry_the_headers() -> None
                     "auth": "Bearer t",
                     "type": "application/json",
                 }
-        finally:
-            client.close()
     assert len(peers) == 5 and len(set(peers)) == 1  # one kept-alive connection
 
 
 async def test_concurrent_requests_each_get_their_own_reply() -> None:
     peers: list[Any] = []
     async with aiohttp_server(peers) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}/v1")) as client:
             replies = await asyncio.gather(
                 *(client.post("/echo", str(i).encode()) for i in range(20))
             )
             assert [json.loads(r.body)["body"] for r in replies] == [str(i) for i in range(20)]
             again = await asyncio.gather(*(client.post("/echo", b"x") for _ in range(20)))
             assert all(r.status == 200 for r in again)
-        finally:
-            client.close()
     assert len(set(peers)) <= 20  # the second round reused the first round's connections
 
 
 async def test_chunked_large_empty_and_error_replies() -> None:
     peers: list[Any] = []
     async with aiohttp_server(peers) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}/v1")) as client:
             chunked = await client.post("/chunked", b"{}")
             assert json.loads(chunked.body) == {"parts": ["a", "b"]}
             big = await client.post("/big", b"{}")
@@ -148,23 +143,18 @@ async def test_chunked_large_empty_and_error_replies() -> None:
             assert error.status == 429 and json.loads(error.body) == {"error": "queue full"}
             after = await client.post("/echo", b"after")
             assert json.loads(after.body)["body"] == "after"
-        finally:
-            client.close()
     assert len(set(peers)) == 1  # every framing left the connection reusable
 
 
 async def test_a_connection_close_reply_is_not_reused() -> None:
     peers: list[Any] = []
     async with aiohttp_server(peers) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}/v1")) as client:
             reply = await client.post("/close", b"{}")
             assert reply.body == b"bye" and client.idle == 0
             await client.post("/echo", b"1")
             await client.post("/echo", b"2")
             assert client.idle == 1
-        finally:
-            client.close()
     assert len(set(peers)) == 1  # the two after the close shared a new connection
 
 
@@ -178,19 +168,17 @@ async def test_https_with_the_servers_ca(tmp_path: Path) -> None:
     trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
     peers: list[Any] = []
     async with aiohttp_server(peers, server_ctx) as port:
-        client = HttpClient(f"https://127.0.0.1:{port}/v1", ssl_context=trusted)
-        try:
+        with contextlib.closing(
+            HttpClient(f"https://127.0.0.1:{port}/v1", ssl_context=trusted)
+        ) as client:
             for _ in range(2):
                 reply = await client.post("/echo", b"secret")
                 assert json.loads(reply.body)["body"] == "secret"
-        finally:
-            client.close()
-        stranger = HttpClient(f"https://127.0.0.1:{port}/v1")  # the system's CAs only
-        try:
+        with contextlib.closing(
+            HttpClient(f"https://127.0.0.1:{port}/v1")
+        ) as stranger:  # the system's CAs only
             with pytest.raises(HttpConnectionError, match="cannot connect"):
                 await stranger.post("/echo", b"secret")
-        finally:
-            stranger.close()
     assert len(set(peers)) == 1
 
 
@@ -238,13 +226,10 @@ async def uvicorn_server(keep_alive_s: int) -> AsyncIterator[int]:
 
 async def test_uvicorn_content_length_and_chunked_replies_on_one_connection() -> None:
     async with uvicorn_server(keep_alive_s=30) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}/v1")) as client:
             first = json.loads((await client.post("/plain", b"one")).body)
             streamed = json.loads((await client.post("/stream", b'"two"')).body)
             third = json.loads((await client.post("/plain", b"three")).body)
-        finally:
-            client.close()
     assert first["body"] == "one" and third["body"] == "three"
     assert streamed[1] == "two"
     assert first["peer"] == streamed[0] == third["peer"]
@@ -254,15 +239,12 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     # uvicorn closes a kept-alive connection after `timeout_keep_alive` idle seconds (vLLM and
     # SGLang run it with 5 s); the next request opens a new one, with no error.
     async with uvicorn_server(keep_alive_s=1) as port:
-        client = HttpClient(f"http://127.0.0.1:{port}/v1")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}/v1")) as client:
             first = json.loads((await client.post("/plain", b"1")).body)
             assert client.idle == 1
             # give-up bound only: uvicorn closes it after ~1 s
             await eventually(lambda: client.idle == 0, what="the idle close", within_s=30)
             second = json.loads((await client.post("/plain", b"2")).body)
-        finally:
-            client.close()
     assert second["body"] == "2" and second["peer"] != first["peer"]
     assert client.resent == 0  # seen closed before use: nothing had to be sent again
 
@@ -298,12 +280,9 @@ def stdlib_server() -> Iterator[int]:
 
 async def test_http_1_0_replies_with_and_without_a_length() -> None:
     with stdlib_server() as port:
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             sized = json.loads((await client.post("/sized", b"a")).body)
             unsized = json.loads((await client.post("/unsized", b"b" * 100_000)).body)
-        finally:
-            client.close()
     assert sized["body"] == "a" and unsized["body"] == "b" * 100_000
     assert client.idle == 0  # HTTP/1.0 without keep-alive: never reused
 
@@ -362,12 +341,9 @@ async def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again_once()
             await writer.drain()
 
     async with raw_server(handler) as (port, connections):
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             assert (await client.post("/", b"1")).body == b"1"
             assert (await client.post("/", b"2")).body == b"2"
-        finally:
-            client.close()
     assert client.resent == 1 and connections == [0, 1]
 
 
@@ -376,12 +352,9 @@ async def test_a_request_dropped_on_a_new_connection_is_an_error() -> None:
         await _read_request(reader)
 
     async with raw_server(handler) as (port, connections):
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             with pytest.raises(HttpConnectionError, match="closed the connection") as err:
                 await client.post("/", b"1")
-        finally:
-            client.close()
     assert err.value.before_reply and client.resent == 0 and connections == [0]
 
 
@@ -401,12 +374,9 @@ async def test_malformed_or_cut_replies_are_connection_errors(reply: bytes) -> N
         await writer.drain()
 
     async with raw_server(handler) as (port, _):
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             with pytest.raises(HttpConnectionError):
                 await client.post("/", b"{}")
-        finally:
-            client.close()
     assert client.idle == 0
 
 
@@ -424,12 +394,9 @@ async def test_interim_replies_are_skipped_and_chunk_extensions_and_trailers_rea
         await writer.drain()
 
     async with raw_server(handler) as (port, connections):
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             assert (await client.post("/", b"{}")).body == b"abcde"
             assert (await client.post("/", b"{}")).body == b"next"
-        finally:
-            client.close()
     assert connections == [0]
 
 
@@ -444,8 +411,7 @@ async def test_a_cancelled_or_timed_out_request_closes_its_connection() -> None:
         event.set()
 
     async with raw_server(handler) as (port, connections):
-        client = HttpClient(f"http://127.0.0.1:{port}")
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}")) as client:
             task = asyncio.create_task(client.post("/", b"{}"))
             await eventually(lambda: len(gone) == 1, what="the request arrived", within_s=30)
             task.cancel()
@@ -456,8 +422,6 @@ async def test_a_cancelled_or_timed_out_request_closes_its_connection() -> None:
                 async with asyncio.timeout(0.2):
                     await client.post("/", b"{}")
             await asyncio.wait_for(gone[1].wait(), 30)
-        finally:
-            client.close()
     assert connections == [0, 1] and client.idle == 0
 
 
@@ -480,8 +444,7 @@ async def test_connections_idle_for_the_keepalive_time_are_closed() -> None:
             ended.append(n)  # the client closed it
 
     async with raw_server(handler) as (port, connections):
-        client = HttpClient(f"http://127.0.0.1:{port}", keepalive_s=0.3)
-        try:
+        with contextlib.closing(HttpClient(f"http://127.0.0.1:{port}", keepalive_s=0.3)) as client:
             await asyncio.gather(*(client.post("/", b"x") for _ in range(3)))
             assert client.idle == 3
             await client.post("/", b"y")  # one in use again: its idle time starts anew
@@ -491,8 +454,6 @@ async def test_connections_idle_for_the_keepalive_time_are_closed() -> None:
             )
             assert client.idle == 0
             assert (await client.post("/", b"z")).body == b"z"  # a new connection
-        finally:
-            client.close()
     assert connections == [0, 1, 2, 3]
 
 

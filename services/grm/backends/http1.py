@@ -144,13 +144,9 @@ class _Connection(asyncio.Protocol):
         while self._waiter is not None:
             state = self._state
             if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise HttpConnectionError("the reply's header is too large")
+                head = _cut(buf, b"\r\n\r\n", "the reply's header")
+                if head is None:
                     return
-                head = bytes(buf[:end])
-                del buf[: end + 4]
                 self._head(head)
             elif state == _BODY:
                 if len(buf) < self._need:
@@ -160,13 +156,10 @@ class _Connection(asyncio.Protocol):
                 buf.clear()
                 self._finish(body, keep=keep)
             elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise HttpConnectionError("a chunk size line is too long")
+                line = _cut(buf, b"\r\n", "a chunk size line")
+                if line is None:
                     return
-                size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
-                del buf[: end + 2]
+                size_text = line.split(b";", 1)[0].strip()
                 try:
                     size = int(size_text, 16)
                 except ValueError:
@@ -186,11 +179,8 @@ class _Connection(asyncio.Protocol):
             elif state == _TRAILER:
                 if buf[:2] == b"\r\n":
                     del buf[:2]
-                else:
-                    end = buf.find(b"\r\n\r\n")
-                    if end < 0:
-                        return
-                    del buf[: end + 4]
+                elif _cut(buf, b"\r\n\r\n", "the reply's trailer") is None:
+                    return
                 keep = self._keep and not buf
                 buf.clear()
                 self._finish(b"".join(self._chunks), keep=keep)
@@ -246,6 +236,19 @@ def split_url(base_url: str) -> tuple[bool, str, int, str]:
         raise ValueError(f"not an http(s) URL: {base_url!r}")
     tls = url.scheme == "https"
     return tls, url.hostname, url.port or (443 if tls else 80), url.path.rstrip("/")
+
+
+def _cut(buf: bytearray, sep: bytes, what: str) -> bytes | None:
+    """The bytes before `sep`, taken out of `buf` with it; None until `sep` has arrived
+    (HttpConnectionError once `buf` holds more than a header may)."""
+    end = buf.find(sep)
+    if end < 0:
+        if len(buf) > MAX_HEAD_BYTES:
+            raise HttpConnectionError(f"{what} is too large")
+        return None
+    out = bytes(buf[:end])
+    del buf[: end + len(sep)]
+    return out
 
 
 class HttpClient:

@@ -343,6 +343,30 @@ def test_stages_under_an_unrecorded_span_make_no_span_but_keep_metrics_and_ids(
     assert points and points[0].count >= 2  # both stages observed
 
 
+def test_client_spans_under_an_unrecorded_span_carry_its_context(
+    providers: telemetry.Providers,
+) -> None:
+    tracer = providers.tracer_provider.get_tracer("t")
+    dropped = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0))
+        )
+    )
+    method = "/grm.v1.CritiqueService/SampleChannel"
+    with tracer.start_as_current_span("rpc", context=dropped) as rpc:
+        with telemetry.client_span(method) as (span, metadata):
+            assert span is rpc  # no child made: the call carries the request's context
+            [(name, value)] = metadata
+            parent = rpc.get_span_context()
+            assert name == "traceparent"
+            assert value == f"00-{parent.trace_id:032x}-{parent.span_id:016x}-00"
+    with tracer.start_as_current_span("rpc") as rpc, telemetry.client_span(method) as (span, md):
+        assert span is not rpc and span.is_recording()  # a sampled trace gets its CLIENT span
+        assert f"{span.get_span_context().span_id:016x}" in dict(md)["traceparent"]
+    names = [s.name for s in SPANS.get_finished_spans()]
+    assert names == ["grm.v1.CritiqueService/SampleChannel", "rpc"]
+
+
 def test_the_otlp_endpoint_turns_export_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")

@@ -48,7 +48,9 @@ def __getattr__(name: str) -> Any:
     ):
         from grm.telemetry import grpc_trace
 
-        return getattr(grpc_trace, name)
+        value = getattr(grpc_trace, name)
+        globals()[name] = value  # found once: later uses skip this hook (hot paths use them)
+        return value
     raise AttributeError(name)
 
 

@@ -17,7 +17,7 @@ import grpc
 from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from grm.telemetry.instruments import tracer
+from grm.telemetry.instruments import tracer, unrecorded_parent
 
 # Probes, not requests: health, reflection and the readiness watcher's Describe / GetLoad.
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
@@ -144,9 +144,16 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
 @contextlib.contextmanager
 def client_span(method: str) -> Iterator[tuple[Span, list[tuple[str, str]]]]:
     """A CLIENT span for a call the caller drives itself (a stream it reads to the end), and
-    the metadata that carries its context: `with client_span(m) as (span, metadata)`."""
+    the metadata that carries its context: `with client_span(m) as (span, metadata)`. Under a
+    span that is not being recorded, that span stands for it (`unrecorded_parent`): the call
+    carries its context."""
+    carrier: dict[str, str] = {}
+    parent = unrecorded_parent()
+    if parent is not None:
+        propagate.inject(carrier)
+        yield parent, list(carrier.items())
+        return
     with _rpc_span(method, SpanKind.CLIENT) as span:
-        carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield span, list(carrier.items())
 

@@ -209,19 +209,28 @@ def tracer() -> trace.Tracer:
     return _tracer["tracer"]  # type: ignore[no-any-return]
 
 
-@contextlib.contextmanager
-def stage(name: str, **attributes: Any) -> Iterator[Span]:
-    """A span `grm.<name>` and a `grm_stage_duration_seconds{stage=name}` observation.
+def unrecorded_parent() -> Span | None:
+    """The current span when a child of it would not be recorded either, else None.
 
     Under a span that is not being recorded (tracing off: no exporter, or a trace the sampler
-    dropped) no span is made: the SDK's samplers decide a child as its parent (parent-based)
-    or by the trace id they share (always on/off, trace-id ratio), so it would not be
-    recorded either; the stage gets the parent, whose trace id the log lines still carry.
-    Each skipped span is ~5–10 µs of the aggregator's few per Score call."""
-    started = time.perf_counter()
+    dropped) a child would not be recorded: the SDK's samplers decide a child as its parent
+    (parent-based) or by the trace id they share (always on/off, trace-id ratio). Making it
+    anyway costs ~5–10 µs, several times per Score call; the parent's trace id is what the
+    log lines (and the next service) carry either way."""
     parent = trace.get_current_span()
+    if parent is not trace.INVALID_SPAN and not parent.is_recording():
+        return parent
+    return None
+
+
+@contextlib.contextmanager
+def stage(name: str, **attributes: Any) -> Iterator[Span]:
+    """A span `grm.<name>` and a `grm_stage_duration_seconds{stage=name}` observation; under
+    a span that is not being recorded, that span stands for it (`unrecorded_parent`)."""
+    started = time.perf_counter()
+    parent = unrecorded_parent()
     try:
-        if parent is not trace.INVALID_SPAN and not parent.is_recording():
+        if parent is not None:
             yield parent
         else:
             attrs = _clean(attributes)

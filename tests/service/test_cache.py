@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import subprocess
 import sys
 import uuid
@@ -38,6 +39,7 @@ from grm.cache import (
 from grm.cache.codec import (
     _HEADER_LEN,
     ENCODING_VERSION,
+    MAGIC,
     decode_principles,
     decode_result,
     decode_sample,
@@ -45,6 +47,7 @@ from grm.cache.codec import (
     encode_result,
     encode_sample,
 )
+from grm.cache.keys import key_tag
 from grm.cache.redis_store import RedisStore, redact_url
 from grm.core.plan import SamplingJob
 from grm.core.sampling import derive_seed, sample_spec, to_caller_order
@@ -287,7 +290,26 @@ def test_a_drawn_samples_principles_and_critique_are_read_again_from_its_text() 
         value = encode_sample(key, sample)
         assert decode_sample(key, value, spec) == sample
         full = len(sample_to_pb(sample).SerializeToString())
-        assert len(value) < full - len(analysis)  # the critique is not stored twice
+        assert value.count(analysis.encode()) == 1  # the critique is not stored twice
+        assert value.count(b"Given (100%).") == (1 if spec.principles else 0)  # in the spec
+        assert len(value) < full - len(analysis) + 20  # a few bytes say where the parts are
+    # Parts that are not in the text (another program's sample) are stored in full.
+    odd = replace(to_sample(SPEC, result, 3), principles="Elsewhere.", critique="Not quoted.")
+    assert decode_sample(key, encode_sample(key, odd), SPEC) == odd
+
+
+def test_sample_values_of_the_earlier_encoding_are_still_read() -> None:
+    """Values written before parts were stored by place: principles and critique cleared,
+    read again by parsing the text (kind byte `S`), until their TTL ends."""
+    text = "Specific Criteria: Be right.\nAnalysis: Fine.\nScores: \\boxed{9, 2, 5}"
+    sample = to_sample(SPEC, GenerationResult(text, 30, "stop", latency_ms=1.0, seed=7), 3)
+    key = _sample_key()
+    msg = sample_to_pb(sample)
+    msg.ClearField("principles")
+    msg.ClearField("critique")
+    old = MAGIC + bytes([ENCODING_VERSION]) + b"S" + key_tag(key) + msg.SerializeToString()
+    assert decode_sample(key, old, SPEC) == sample
+    assert (sample.principles, sample.critique) == ("Be right.", "Fine.")
 
 
 def test_invalid_samples_cannot_be_encoded() -> None:
@@ -312,6 +334,12 @@ def _corruptions() -> dict[str, bytes]:
         "other_kind": encode_principles(key, PrincipleSet("Be kind.", 1, 2, 3.0)),
         "other_key": encode_sample(other_key, _sample(replace(SPEC, seed=1))),
         "score_out_of_range": header + out_of_range.SerializeToString(),
+        "part_outside_text": header[:4]
+        + b"O"
+        + header[5:]
+        + struct.pack("<4I", 0, 0, 5, 10**6)
+        + sample_to_pb(_sample()).SerializeToString(),
+        "offsets_cut_off": header[:4] + b"O" + header[5:] + b"\x00\x01",
     }
 
 

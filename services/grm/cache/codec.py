@@ -13,6 +13,7 @@ holds the gRPC status helpers and imports grpc, so it is imported inside the fun
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,17 @@ if TYPE_CHECKING:
 MAGIC = b"\xc7GR"
 ENCODING_VERSION = 1
 _KIND_BYTE = {Kind.PRINCIPLES: b"p", Kind.SAMPLE: b"s", Kind.RESULT: b"r"}
-# A sample stored without its principles and critique: both are what parsing its text gives
-# (as for every sample a sampler draws), so they are parsed again on read rather than stored
-# (the critique is most of the text: the value is about half the size).
+# A sample whose principles and critique are stored as their places in its text (each is a
+# part of it for a sample a sampler draws; the critique is most of the text, so the value is
+# about half the size): four offsets follow the header; GIVEN for principles that are the
+# spec's (the request gave them), NOT_IN_TEXT for a part kept in its field. Finding a part is
+# one substring search, where checking that parsing the text gives it back cost a parse per
+# stored sample.
+_SAMPLE_SECTIONS_AT = b"O"
+_OFFSETS = struct.Struct("<4I")
+NOT_IN_TEXT = 0xFFFFFFFF
+GIVEN = 0xFFFFFFFE
+# Written by earlier versions (still read): both parts are what parsing the text gives.
 _SAMPLE_FROM_TEXT = b"S"
 _HEADER_LEN = len(MAGIC) + 2 + 8
 
@@ -41,26 +50,34 @@ class CorruptValueError(ValueError):
     """A stored value that is not a valid value for its key."""
 
 
-def _wrap(kind: Kind, key: str, msg: Message, kind_byte: bytes | None = None) -> bytes:
+def _wrap(
+    kind: Kind, key: str, msg: Message, kind_byte: bytes | None = None, extra: bytes = b""
+) -> bytes:
     header = MAGIC + bytes([ENCODING_VERSION]) + (kind_byte or _KIND_BYTE[kind]) + key_tag(key)
-    return header + msg.SerializeToString()
+    return header + extra + msg.SerializeToString()
 
 
 def _unwrap(
-    kind: Kind, key: str, data: bytes, message_type: type[Message], also: bytes = b""
+    kind: Kind,
+    key: str,
+    data: bytes,
+    message_type: type[Message],
+    also: Sequence[bytes] = (),
+    skip: int = 0,
 ) -> Message:
-    """The message of a value of `kind` (or of the variant kind byte `also`)."""
-    if len(data) < _HEADER_LEN or not data.startswith(MAGIC):
+    """The message of a value of `kind` (or of a variant kind byte in `also`), after `skip`
+    bytes that follow the header."""
+    if len(data) < _HEADER_LEN + skip or not data.startswith(MAGIC):
         raise CorruptValueError("not a GRM cache value")
     if data[3] != ENCODING_VERSION:
         raise CorruptValueError(f"encoding version {data[3]}, expected {ENCODING_VERSION}")
-    if data[4:5] != _KIND_BYTE[kind] and (not also or data[4:5] != also):
+    if data[4:5] != _KIND_BYTE[kind] and data[4:5] not in also:
         raise CorruptValueError(f"value of another kind ({data[4:5]!r})")
     if data[5:_HEADER_LEN] != key_tag(key):
         raise CorruptValueError("value was written under another key")
     msg = message_type()
     try:
-        msg.ParseFromString(data[_HEADER_LEN:])
+        msg.ParseFromString(data[_HEADER_LEN + skip :])
     except DecodeError as exc:
         raise CorruptValueError(f"bad protobuf payload: {exc}") from exc
     return msg
@@ -81,11 +98,26 @@ def encode_sample(key: str, sample: Sample) -> bytes:
     if not sample.valid:
         raise ValueError("invalid samples are not cached")
     msg = convert.sample_to_pb(sample)
-    if (sample.principles, sample.critique) == _sections(sample.text, sample.spec):
+    given = bool(sample.principles) and sample.principles == sample.spec.principles
+    principles = (GIVEN, GIVEN) if given else _place(sample.text, sample.principles)
+    places = principles + _place(sample.text, sample.critique)
+    if places == (NOT_IN_TEXT,) * 4:
+        return _wrap(Kind.SAMPLE, key, msg)
+    if places[0] != NOT_IN_TEXT:
         msg.ClearField("principles")
+    if places[2] != NOT_IN_TEXT:
         msg.ClearField("critique")
-        return _wrap(Kind.SAMPLE, key, msg, _SAMPLE_FROM_TEXT)
-    return _wrap(Kind.SAMPLE, key, msg)
+    return _wrap(Kind.SAMPLE, key, msg, _SAMPLE_SECTIONS_AT, _OFFSETS.pack(*places))
+
+
+def _place(text: str, part: str) -> tuple[int, int]:
+    """Where `part` is in `text` ((0, 0) when empty), else NOT_IN_TEXT twice."""
+    if not part:
+        return 0, 0
+    at = text.find(part)
+    if at < 0 or at + len(part) >= GIVEN:
+        return NOT_IN_TEXT, NOT_IN_TEXT
+    return at, at + len(part)
 
 
 def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
@@ -96,7 +128,11 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
     """
     from grm.rpc import convert
 
-    msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample, also=_SAMPLE_FROM_TEXT)
+    variant = data[4:5]
+    at = variant == _SAMPLE_SECTIONS_AT
+    skip = _OFFSETS.size if at else 0
+    also = (_SAMPLE_SECTIONS_AT, _SAMPLE_FROM_TEXT)
+    msg = _unwrap(Kind.SAMPLE, key, data, common_pb2.Sample, also=also, skip=skip)
     assert isinstance(msg, common_pb2.Sample)
     if not msg.valid:
         raise CorruptValueError("stored sample is invalid")
@@ -106,10 +142,25 @@ def decode_sample(key: str, data: bytes, spec: SampleSpec) -> Sample:
         raise CorruptValueError("stored sample has other principles")
     _check_scores(msg.scores, len(spec.order))
     sample = replace(convert.sample_from_pb(msg, len(spec.order)), spec=spec)
-    if data[4:5] == _SAMPLE_FROM_TEXT:
+    if at:
+        places = _OFFSETS.unpack_from(data, _HEADER_LEN)
+        given = spec.principles if places[0] == GIVEN else sample.principles
+        principles = _part(sample.text, places[0], places[1], given)
+        critique = _part(sample.text, places[2], places[3], sample.critique)
+        sample = replace(sample, principles=principles, critique=critique)
+    elif variant == _SAMPLE_FROM_TEXT:
         principles, critique = _sections(sample.text, spec)
         sample = replace(sample, principles=principles, critique=critique)
     return sample
+
+
+def _part(text: str, start: int, end: int, stored: str) -> str:
+    """A part at its place in `text`, or `stored` (NOT_IN_TEXT, GIVEN)."""
+    if start in (NOT_IN_TEXT, GIVEN):
+        return stored
+    if not start <= end <= len(text):
+        raise CorruptValueError(f"a part's place {start}..{end} is outside the text")
+    return text[start:end]
 
 
 def _sections(text: str, spec: SampleSpec) -> tuple[str, str]:

@@ -55,3 +55,59 @@ def test_settle_gc_freezes_start_up_objects_and_collects_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_service_grpc_defaults_turn_the_event_engine_off_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.delitem(
+        sys.modules, "grpc", raising=False
+    )  # as in a fresh `grm serve`, before any import
+    env: dict[str, str] = {}
+    assert loop.service_grpc_defaults(env) is True
+    assert env == {loop.GRPC_EXPERIMENTS: "-event_engine_client,-event_engine_listener"}
+    for chosen in ("", "event_engine_client"):  # set, even empty: gRPC's defaults or theirs
+        env = {loop.GRPC_EXPERIMENTS: chosen}
+        assert loop.service_grpc_defaults(env) is False
+        assert env == {loop.GRPC_EXPERIMENTS: chosen}
+
+
+def test_service_grpc_defaults_change_nothing_once_grpc_is_loaded() -> None:
+    import grpc  # noqa: F401  (loaded: its core has read its configuration)
+
+    env: dict[str, str] = {}
+    assert loop.service_grpc_defaults(env) is False and env == {}
+
+
+def test_grm_serve_sets_them_before_the_service_imports_grpc() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import os, sys
+from grm.rpc import loop
+seen = []
+real = loop.service_grpc_defaults
+def spy():
+    seen.append("grpc" in sys.modules)
+    return real()
+loop.service_grpc_defaults = spy
+from grm.cli.main import main
+try:
+    main(["--event-loop", "asyncio", "serve", "sampler", "--backend", "tgi"])  # no --tgi-url
+except SystemExit:
+    pass
+print(seen, os.environ.get("GRPC_EXPERIMENTS"), "grpc" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k != loop.GRPC_EXPERIMENTS}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split() == [
+        "[False]",  # called once, before grpc was loaded
+        loop.SERVICE_GRPC_EXPERIMENTS,
+        "True",  # the service's modules loaded it afterwards
+    ], out.stderr

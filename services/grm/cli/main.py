@@ -326,7 +326,22 @@ def _dev_tools_missing(command: str) -> int:
     return 2
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand, read before the parser is built (building it loads the services)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--event-loop":
+            next(tokens, None)  # its value
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _command(argv) in ("serve", "up"):
+        # Before anything loads grpc (the parser loads the services); `up`'s children inherit.
+        loop.service_grpc_defaults()
     args = build_parser().parse_args(argv)
     if args.event_loop:
         os.environ[loop.ENV] = args.event_loop  # `grm up`'s children follow

@@ -1,5 +1,6 @@
 """The event loop every process runs on (uvloop when it is installed, else asyncio's own),
-and the garbage collector's settings for a long-running server.
+and a long-running server's runtime settings: the garbage collector's, and gRPC core's I/O
+engine (`service_grpc_defaults`).
 
 uvloop runs the loop, its timers and its sockets in C (libuv): the same async code costs
 less CPU per callback and per socket read/write, which is most of what a sampler does between
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Callable, Coroutine, Mapping
+import sys
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -68,3 +70,28 @@ def settle_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+GRPC_EXPERIMENTS = "GRPC_EXPERIMENTS"
+# gRPC core's own switches (its `GRPC_EXPERIMENTS` variable: names, `-name` turns one off).
+# grpcio 1.80 made the EventEngine TCP client and listener the default for Python; measured
+# here on grpcio 1.85, a unary call cost the server ~10% more CPU with them, and a service's
+# whole per-sample CPU ~10% more (docs/benchmarks.md). The earlier I/O engine was Python's
+# default through grpcio 1.79.
+SERVICE_GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
+
+
+def service_grpc_defaults(env: MutableMapping[str, str] = os.environ) -> bool:
+    """A service process's gRPC core settings, unless the operator set `GRPC_EXPERIMENTS`
+    (to anything, empty included: gRPC's own defaults). True when they were set here.
+
+    gRPC reads the variable once, when it is first imported: this runs before that (`grm serve`
+    and `grm up`, whose children inherit it); after it, it changes nothing (False). Only
+    services take it: a client library must not change its host process's environment.
+    """
+    if GRPC_EXPERIMENTS in env:
+        return False
+    if "grpc" in sys.modules:
+        return False  # too late for this process: gRPC core has read its configuration
+    env[GRPC_EXPERIMENTS] = SERVICE_GRPC_EXPERIMENTS
+    return True

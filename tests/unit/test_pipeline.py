@@ -250,3 +250,29 @@ async def test_a_truncated_sample_is_invalid_and_redrawn_with_a_new_seed() -> No
     [cut] = [s for s in result.samples if not s.valid]
     assert cut.finish_reason == "length" and "finish reason length" in cut.invalid_reason
     assert len(set(seeds)) == 3  # the re-draw used a new seed
+
+
+async def test_a_prompt_is_rendered_once_per_order_and_shared_by_the_samples_that_show_it() -> None:
+    backend = ScriptedBackend()
+    templates = load_templates()
+    rendered: list[tuple[str, ...]] = []
+    real = templates.sample_prompt
+
+    def counting(context, shown, principles="", reference=""):  # type: ignore[no-untyped-def]
+        rendered.append(tuple(shown))
+        return real(context, shown, principles, reference)
+
+    object.__setattr__(templates, "sample_prompt", counting)
+    pipeline = ScoringPipeline(CritiqueSampler(backend, templates))
+    item = build_item(query="q", responses=RESPONSES[:2], k=8)
+    first = await pipeline.score(item)
+    shown = [tuple(shown_responses(r)) for r in backend.requests]
+    assert len(shown) == 8 and len(set(shown)) == 2  # two orders of two responses
+    assert sorted(rendered) == sorted(set(shown))  # each rendered once
+    by_order = {s: r.messages for s, r in zip(shown, backend.requests, strict=True)}
+    for s, request in zip(shown, backend.requests, strict=True):
+        assert request.messages is by_order[s]  # the same prompt object, not a copy
+    again = await pipeline.score(item)  # the same prompt again (an RL group): no rendering
+    assert len(rendered) == 2 and again.votes == first.votes
+    other = await pipeline.score(build_item(query="another q", responses=RESPONSES[:2], k=2))
+    assert len(rendered) > 2 and other.k_used == 2  # a new prompt is rendered

@@ -17,7 +17,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from grm import telemetry
-from grm.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from grm.backends.base import (
+    GenerationBackend,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+)
 from grm.core.errors import GrmError, InvalidArgumentError
 from grm.core.parsing import extract_scores
 from grm.core.plan import SamplingJob
@@ -27,6 +32,8 @@ from grm.core.types import Context, ModelInfo, Sample, SampleSpec
 from grm.scoring.slots import SampleSlots
 
 log = logging.getLogger(__name__)
+
+PROMPTS_KEPT = 64  # rendered prompts a sampler keeps (see CritiqueSampler._prompt)
 
 
 class CritiqueSampler:
@@ -38,6 +45,9 @@ class CritiqueSampler:
         self.backend = backend
         self.templates = templates
         self.concurrency = concurrency
+        # A request's samples show its responses in a few orders, and an RL group scores one
+        # prompt many times: each distinct prompt is rendered once (the backends read it only).
+        self._prompt = functools.lru_cache(maxsize=PROMPTS_KEPT)(self._render)
         # Earliest vote (latency budget) first, the rest round robin per request: see slots.
         self._slots = SampleSlots(self.capacity)
         self.in_flight = 0
@@ -54,13 +64,24 @@ class CritiqueSampler:
         b = self.backend.info
         return ModelInfo(b.model_id, b.revision, b.backend, self.templates.version)
 
+    def _render(
+        self,
+        context: Context,
+        responses: tuple[str, ...],
+        order: tuple[int, ...],
+        principles: str,
+        reference: str,
+    ) -> tuple[Message, ...]:
+        shown = apply_order(responses, order)
+        return tuple(self.templates.sample_prompt(context, shown, principles, reference))
+
     def request_for(self, job: SamplingJob, spec: SampleSpec) -> GenerationRequest:
         """The generation request of one sample (its order, seed and principles)."""
-        shown = apply_order(job.responses, spec.order)
-        messages = self.templates.sample_prompt(job.context, shown, spec.principles, job.reference)
         params = job.params
         return GenerationRequest(
-            messages=tuple(messages),
+            messages=self._prompt(
+                job.context, job.responses, spec.order, spec.principles, job.reference
+            ),
             seed=spec.seed,
             temperature=params.temperature,
             top_p=params.top_p,

@@ -143,26 +143,11 @@ def sample_done(sample: Any, *, queued_s: float, generate_s: float | None) -> No
     counters are added at once.
     """
     m = metrics()
-    spec = sample.spec
-    attributes: dict[str, Any] = {
-        "grm.sample.index": spec.index,
-        "grm.sample.attempt": spec.attempt,
-        "grm.sample.seed": spec.seed,
-        "grm.sample.valid": sample.valid,
-        "grm.sample.tokens_generated": sample.tokens_generated,
-        "grm.sample.finish_reason": sample.finish_reason or "",
-    }
-    kind = ""
-    if not sample.valid:
-        kind = reason_class(sample.invalid_reason)
-        attributes["grm.sample.invalid_reason"] = sample.invalid_reason[:200]
-        attributes["grm.sample.invalid_class"] = kind
-    if spec.principles:
-        attributes["grm.sample.separate_principles"] = True
+    kind = "" if sample.valid else reason_class(sample.invalid_reason)
     batch = _batch.get()
     span = batch.span if batch is not None else trace.get_current_span()
-    if span.is_recording():
-        span.add_event("grm.sample", attributes)
+    if span.is_recording():  # the event's attributes only for a span that keeps them
+        span.add_event("grm.sample", _sample_event(sample, kind))
     duration = m.stage_duration
     duration.record(queued_s, {"stage": "queue"})
     if generate_s is not None:
@@ -181,6 +166,24 @@ def sample_done(sample: Any, *, queued_s: float, generate_s: float | None) -> No
     else:
         m.samples.add(1, {"valid": "true"})
     log_content(log, "generation", sample.text)
+
+
+def _sample_event(sample: Any, kind: str) -> dict[str, Any]:
+    spec = sample.spec
+    attributes: dict[str, Any] = {
+        "grm.sample.index": spec.index,
+        "grm.sample.attempt": spec.attempt,
+        "grm.sample.seed": spec.seed,
+        "grm.sample.valid": sample.valid,
+        "grm.sample.tokens_generated": sample.tokens_generated,
+        "grm.sample.finish_reason": sample.finish_reason or "",
+    }
+    if kind:
+        attributes["grm.sample.invalid_reason"] = sample.invalid_reason[:200]
+        attributes["grm.sample.invalid_class"] = kind
+    if spec.principles:
+        attributes["grm.sample.separate_principles"] = True
+    return attributes
 
 
 def backend_error(span: Span | None, error: BaseException) -> None:

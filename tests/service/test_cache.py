@@ -8,6 +8,7 @@ loopback port — through the real ScoringPipeline. Only the sample source is a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from grm.backends.base import GenerationResult
 from grm.cache import (
+    KEY_VERSION,
     CacheStoreError,
     CacheTTL,
     CachingPrincipleSource,
@@ -221,6 +223,51 @@ def test_sample_key_ignores_index_and_attempt_and_is_stable() -> None:
     assert _sample_key(spec=replace(SPEC, index=5, attempt=2)) == _sample_key()
     # A key change silently empties every deployment's cache: make it a deliberate one.
     assert _sample_key() == "sample:3:6d93455ad668d6da2b1873de8c4d03b4"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.5,
+        1.0,
+        0.0,
+        -0.0,
+        1e-4,
+        0.7,
+        123456789.125,
+        1e15,  # orjson writes these
+        1e-05,
+        6.4e-05,
+        2.5e-10,
+        1e16,
+        1.5e300,
+        2**64,
+        -(2**63) - 1,  # json writes these
+        'é \u2028 \x7f \x01 \n " \\ 𝄞 \u0000',
+        True,
+        None,
+        [1, [2.5, "x"]],
+        2**63,
+        -(2**63),
+    ],
+)
+def test_key_encoding_is_the_json_definition_whichever_encoder_writes_it(value: Any) -> None:
+    from grm.cache.keys import _canonical
+
+    parts = {"b": [value, {"z": value, "a": "t"}], "a": value}
+    expected = json.dumps(
+        [KEY_VERSION, "sample", parts], ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
+    assert _canonical(Kind.SAMPLE, parts) == expected.encode("utf-8")
+
+
+def test_key_encoding_refuses_what_json_refuses() -> None:
+    from grm.cache.keys import _canonical
+
+    with pytest.raises(ValueError):  # NaN: json refuses it (orjson would write null)
+        _canonical(Kind.SAMPLE, {"t": float("nan")})
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate
+        _canonical(Kind.SAMPLE, {"t": "\udcff"})
 
 
 def test_principles_key_depends_on_seed_index_model_and_params() -> None:

@@ -83,6 +83,7 @@ async def start_sampler(
     concurrency: int | None = None,
     limits: Limits | None = None,
     server: ServerSettings = LOOPBACK,
+    channel_write_interval_ms: float | None = None,
 ) -> RunningSampler:
     """A CritiqueService on a free port, SERVING (`server`: e.g. TLS and a token)."""
     backend = backend or TrackingBackend()
@@ -94,6 +95,7 @@ async def start_sampler(
         concurrency=concurrency,
         limits=limits or Limits(),
         log_level="INFO",
+        channel_write_interval_ms=channel_write_interval_ms,
     )
     server = build_sampler_server(settings, sampler)
     await server.start()

@@ -122,6 +122,7 @@ class BackendServiceSettings:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
     concurrency: int | None = None  # samplers: generations at once (None: backend capacity)
+    channel_write_interval_ms: float | None = None  # samplers: SampleChannel reply spacing
     openai_api_key: str | None = field(default=None, repr=False)  # read once at start-up
 
     @property
@@ -178,6 +179,7 @@ def build_backend_service_settings(
         ),
         log_level=v["log_level"],
         concurrency=v.get("concurrency"),
+        channel_write_interval_ms=v.get("channel_write_interval_ms"),
         openai_api_key=api_key,
     )
 

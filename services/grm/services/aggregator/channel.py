@@ -2,16 +2,20 @@
 
 `SamplerChannel.start` sends one request's samples as a `ChannelJob` on the endpoint's open
 call (opening one when there is none) and returns a `Ticket` whose updates the caller reads.
-Jobs started in the same loop iteration go in one write; the call's reader hands each
-`JobUpdate` to its job. A call older than `max_age_s` takes no new jobs: the next job opens a
-fresh call (so a rotated bearer token and a re-balanced connection take effect) and the old
-one is closed once its jobs are done. When a call fails or ends, each of its open jobs gets
-the error (or `CallEnded`) and the pool treats it as it treats a lost SampleStream call.
+Jobs started in the same loop iteration go in one write, and writes are at least
+`write_interval_s` apart: under load the jobs started meanwhile share the next one (a message
+costs both services CPU, far more than a job's bytes), while a job on a quiet channel goes at
+once. The call's reader hands each `JobUpdate` to its job. A call older than `max_age_s` takes
+no new jobs: the next job opens a fresh call (so a rotated bearer token and a re-balanced
+connection take effect) and the old one is closed once its jobs are done. When a call fails
+or ends, each of its open jobs gets the error (or `CallEnded`) and the pool treats it as it
+treats a lost SampleStream call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,6 +29,11 @@ from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 # (`grpc.max_connection_age_grace_ms`, rpc.server); a call opened just before that takes jobs
 # for 20 s only, so every job still has 10 s or more to finish before the connection ends.
 DEFAULT_MAX_AGE_S = 20.0
+# Writes on one call at most this often (each side: the sampler's replies too). At zero engine
+# latency and 16 Score calls in flight (k=4) it cut the two services' CPU per sample by ~15%
+# (docs/benchmarks.md); a job waits at most this long, and only when the previous write was
+# that recent.
+DEFAULT_WRITE_INTERVAL_S = 0.005
 
 
 class CallEnded(Exception):
@@ -102,6 +111,7 @@ class SamplerChannel:
         max_age_s: float = DEFAULT_MAX_AGE_S,
         max_batch_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
+        write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.stub = stub
         self.metadata = metadata  # per call: the bearer token as it is now
@@ -111,11 +121,14 @@ class SamplerChannel:
         # larger, up to the channel's message limit), so no write nears that limit.
         self.max_batch_bytes = max_batch_bytes
         self.clock = clock
+        self.write_interval_s = write_interval_s
+        self._written_at = -math.inf  # time.monotonic() of the last write (any call)
         self._current: _Call | None = None
         self._calls: set[_Call] = set()
         self._next_id = 0
         self.calls_opened = 0
         self.writes = 0  # messages written, over all calls (jobs started together share one)
+        self.reads = 0  # messages read, over all calls (updates ready together share one)
 
     @property
     def open_calls(self) -> int:
@@ -175,6 +188,10 @@ class SamplerChannel:
                 await call.wake.wait()
                 call.wake.clear()
                 while call.starts or call.cancels:
+                    wait = self._written_at + self.write_interval_s - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # what starts meanwhile shares this write
+                    self._written_at = time.monotonic()
                     await call.call.write(self._next_message(call))
                     self.writes += 1
                 if call.closing and not call.jobs:
@@ -203,6 +220,7 @@ class SamplerChannel:
         ended: JobEvent = CallEnded("the call was closed")
         try:
             async for update in call.call:
+                self.reads += 1
                 if update.HasField("model"):
                     call.model = update.model
                 self.observe(update)

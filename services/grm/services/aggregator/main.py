@@ -65,6 +65,7 @@ from grm.rpc.security import PLAINTEXT, ClientSecurity
 from grm.rpc.server import GrmServer, ServerSettings, serve, server_token
 from grm.scoring.pipeline import PipelineSettings, ScoringPipeline
 from grm.services.aggregator.admission import Admission, AdmissionLimits
+from grm.services.aggregator.channel import DEFAULT_WRITE_INTERVAL_S
 from grm.services.aggregator.discovery import EndpointSliceWatcher, parse_discovery, pod_namespace
 from grm.services.aggregator.http_rm import HttpRmSettings, RewardHttpApp
 from grm.services.aggregator.pool import RemotePrincipleSource, RemoteSamplerPool
@@ -141,6 +142,13 @@ class AggregatorSettings:
             "call per sampler; false: one SampleStream call per share (the older protocol)"
         ),
     )
+    channel_write_interval_ms: float = field(
+        default=1000 * DEFAULT_WRITE_INTERVAL_S,
+        metadata=_help(
+            "SampleChannel writes to a sampler at most this often: under load the jobs "
+            "started meanwhile share one message (less CPU per sample); 0: every job at once"
+        ),
+    )
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     log_level: str = "INFO"
@@ -171,6 +179,7 @@ FLAT_FIELDS = (
     "max_batch_items",
     "readiness_interval_s",
     "sample_channel",
+    "channel_write_interval_ms",
 )
 OPTIONS = [
     *server_options(DEFAULT_PORT),
@@ -355,6 +364,7 @@ def build(
         max_message_mb=settings.server.max_message_mb,
         security=settings.upstream,
         use_channel=settings.sample_channel,
+        channel_write_interval_s=settings.channel_write_interval_ms / 1000,
     )
     principles = (
         RemotePrincipleSource(

@@ -48,6 +48,7 @@ from grm.rpc.server import channel_options
 from grm.scoring.principles import PrincipleSet
 from grm.services.aggregator.channel import (
     DEFAULT_MAX_AGE_S,
+    DEFAULT_WRITE_INTERVAL_S,
     CallEnded,
     Expired,
     JobEvent,
@@ -127,11 +128,13 @@ class RemoteSamplerPool:
         security: ClientSecurity | None = None,
         channel_max_age_s: float = DEFAULT_MAX_AGE_S,
         use_channel: bool = True,
+        channel_write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
         # A SampleChannel call older than this takes no new jobs (rotated tokens, balance).
         self.channel_max_age_s = channel_max_age_s
         self.use_channel = use_channel  # False: SampleStream calls only (a kill switch)
+        self.channel_write_interval_s = channel_write_interval_s  # writes at most this often
         self.down_for_s = down_for_s
         self.max_message_mb = max_message_mb
         self.security = security  # TLS and bearer token for the sampler channels
@@ -432,6 +435,7 @@ class RemoteSamplerPool:
                 metadata=(lambda: [bearer_header(token)]) if token is not None else tuple,
                 observe=observe,
                 max_age_s=self.channel_max_age_s,
+                write_interval_s=self.channel_write_interval_s,
             )
         return ep.mux
 

@@ -3,16 +3,20 @@
 An aggregator keeps one SampleChannel call per sampler. Each `ChannelJob` it writes starts
 one request's samples (a task running `stream_within`, as SampleStream does); the samples go
 back tagged with the job's id as they finish, and updates that are ready together (of one job
-or several) travel in one message. A cancel stops a job down to the engine. A job that fails
-as a whole (a request over the model's input limit, the sampler stopping) gets its own status
-in a `JobUpdate`; the call goes on. The call ends when the caller stops writing and its jobs
-are done, or, once the sampler drains (SIGTERM), when the jobs already running are done.
+or several) travel in one message; messages are at least `write_interval_s` apart, so under
+load the updates ready meanwhile share one (an update on a quiet call goes at once). A cancel
+stops a job down to the engine. A job that fails as a whole (a request over the model's input
+limit, the sampler stopping) gets its own status in a `JobUpdate`; the call goes on. The call
+ends when the caller stops writing and its jobs are done, or, once the sampler drains
+(SIGTERM), when the jobs already running are done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +35,9 @@ METHOD = "/grm.v1.CritiqueService/SampleChannel"
 STOPPING = "the sampler is stopping"
 # Updates ready together share a message up to about this size (far below gRPC's limit).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+# Replies on one call at most this often (the aggregator's writes have the same default and
+# the reason there: grm.services.aggregator.channel).
+DEFAULT_WRITE_INTERVAL_S = 0.005
 
 JobBuilder = Callable[[critique_pb2.CritiqueRequest, float | None], tuple[SamplingJob, list[Any]]]
 
@@ -43,8 +50,12 @@ class ChannelSession:
         sampler: CritiqueSampler,
         build: JobBuilder,
         load: Callable[[], common_pb2.SamplerLoad],
+        *,
+        write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.sampler = sampler
+        self.write_interval_s = write_interval_s
+        self._written_at = -math.inf  # time.monotonic() of the last message
         self.build = build
         self.load = load
         self.jobs: dict[int, asyncio.Task[None]] = {}
@@ -82,6 +93,10 @@ class ChannelSession:
         try:
             while True:
                 if self.outbox:
+                    wait = self._written_at + self.write_interval_s - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # updates ready meanwhile share the message
+                    self._written_at = time.monotonic()
                     updates = self._next_updates()
                     yield critique_pb2.ChannelUpdate(jobs=updates, load=self.load(), model=model)
                     model = None  # the call's first update names the model

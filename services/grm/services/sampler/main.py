@@ -18,6 +18,7 @@ from grm.services.bootstrap import (
     grpc_server,
     run_backend_service,
 )
+from grm.services.sampler.channel import DEFAULT_WRITE_INTERVAL_S
 from grm.services.sampler.service import CritiqueServicer
 from grm.v1 import critique_pb2, critique_pb2_grpc
 
@@ -25,6 +26,13 @@ DEFAULT_PORT = 50053
 OPTIONS = backend_service_options(
     DEFAULT_PORT,
     Option("--concurrency", int, None, "samples generated at once (default: backend capacity)"),
+    Option(
+        "--channel-write-interval-ms",
+        float,
+        1000 * DEFAULT_WRITE_INTERVAL_S,
+        "SampleChannel replies at most this often: under load the samples finished meanwhile "
+        "share one message (less CPU per sample); 0: every update at once",
+    ),
 )
 SERVICE = critique_pb2.DESCRIPTOR.services_by_name["CritiqueService"].full_name
 SamplerSettings = BackendServiceSettings
@@ -39,7 +47,16 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Samp
 
 
 def build_server(settings: SamplerSettings, sampler: CritiqueSampler) -> GrmServer:
-    servicer = CritiqueServicer(sampler, limits=settings.limits, defaults=settings.defaults)
+    servicer = CritiqueServicer(
+        sampler,
+        limits=settings.limits,
+        defaults=settings.defaults,
+        channel_write_interval_s=(
+            DEFAULT_WRITE_INTERVAL_S
+            if settings.channel_write_interval_ms is None
+            else settings.channel_write_interval_ms / 1000
+        ),
+    )
     add = critique_pb2_grpc.add_CritiqueServiceServicer_to_server
     server = grpc_server(settings.server, add, servicer, SERVICE)
     server.on_drain.append(servicer.drain)

@@ -13,7 +13,7 @@ from grm.core.types import SampleSpec
 from grm.core.validation import Defaults, Limits
 from grm.rpc import convert
 from grm.scoring.critique import CritiqueSampler, sample_within, stream_within
-from grm.services.sampler.channel import ChannelSession
+from grm.services.sampler.channel import DEFAULT_WRITE_INTERVAL_S, ChannelSession
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
 
@@ -26,8 +26,10 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         *,
         limits: Limits | None = None,
         defaults: Defaults | None = None,
+        channel_write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.sampler = sampler
+        self.channel_write_interval_s = channel_write_interval_s
         telemetry.watch_sampler(sampler)  # grm_sampler_* gauges (the HPA's input)
         self.limits = limits or Limits()
         self.defaults = defaults or Defaults()
@@ -101,7 +103,9 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[critique_pb2.ChannelUpdate]:
         """Many requests' samples over one call (see `grm.services.sampler.channel`)."""
-        session = ChannelSession(self.sampler, self._job, self._load)
+        session = ChannelSession(
+            self.sampler, self._job, self._load, write_interval_s=self.channel_write_interval_s
+        )
         if self._draining:
             session.drain()
         self._channels.add(session)

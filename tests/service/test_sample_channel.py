@@ -110,6 +110,30 @@ async def test_under_load_samples_finished_between_two_replies_share_the_later_o
         await sampler.stop()
 
 
+async def test_a_job_with_a_latency_budget_is_not_held_for_others_to_share_its_write() -> None:
+    """Within the interval a budgeted job (it races its vote) goes at once, on both sides; a
+    job without one would wait the whole interval (30 s here): its own send and its reply."""
+    sampler = await start_sampler(TrackingBackend(capacity=16), channel_write_interval_ms=30_000)
+    pool = RemoteSamplerPool([sampler.address], channel_write_interval_s=30.0)
+    try:
+        assert all(s.valid for s in await pool.sample(JOB, _specs(1)))  # quiet: at once
+        budgeted = SamplingJob.from_relative(
+            JOB.context, RESPONSES, JOB.params, now=time.monotonic(), time_left_s=20.0,
+            vote_in_s=10.0,
+        )  # fmt: skip
+        samples = []
+        stream = pool.stream(budgeted, _specs(2, 1))
+        async with asyncio.timeout(10):  # give-up bound; the pacing alone would take 30 s
+            async for batch in stream:
+                samples.extend(batch)
+        assert sorted(s.spec.index for s in samples if s.valid) == [1, 2]
+        (ep,) = pool.endpoints
+        assert ep.mux is not None and ep.mux.writes == 2
+    finally:
+        await pool.close()
+        await sampler.stop()
+
+
 async def test_a_rejected_job_fails_alone_and_the_call_goes_on() -> None:
     sampler = await start_sampler(limits=Limits(max_response_chars=10))
     pool = RemoteSamplerPool([sampler.address])

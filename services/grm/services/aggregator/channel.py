@@ -2,20 +2,19 @@
 
 `SamplerChannel.start` sends one request's samples as a `ChannelJob` on the endpoint's open
 call (opening one when there is none) and returns a `Ticket` whose updates the caller reads.
-Jobs started in the same loop iteration go in one write, and writes are at least
-`write_interval_s` apart: under load the jobs started meanwhile share the next one (a message
-costs both services CPU, far more than a job's bytes), while a job on a quiet channel goes at
-once. The call's reader hands each `JobUpdate` to its job. A call older than `max_age_s` takes
-no new jobs: the next job opens a fresh call (so a rotated bearer token and a re-balanced
-connection take effect) and the old one is closed once its jobs are done. When a call fails
-or ends, each of its open jobs gets the error (or `CallEnded`) and the pool treats it as it
-treats a lost SampleStream call.
+Jobs started in the same loop iteration go in one write, and writes on a call are paced
+(grm.core.pacing): at least `write_interval_s` apart, so under load the jobs started meanwhile
+share the next one, while a job on a quiet call goes at once, and so does one with a latency
+budget (it races its vote). The call's reader hands each `JobUpdate` to its job. A call older
+than `max_age_s` takes no new jobs: the next job opens a fresh call (so a rotated bearer token
+and a re-balanced connection take effect) and the old one is closed once its jobs are done.
+When a call fails or ends, each of its open jobs gets the error (or `CallEnded`) and the pool
+treats it as it treats a lost SampleStream call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from grm.core.pacing import Pacer
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
 # A call this old takes no new jobs. A sampler closes a connection 30 s after its maximum age
@@ -97,6 +97,7 @@ class _Call:
     closing: bool = False  # rotated out: no new jobs, stop writing once the jobs are done
     ended: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pacer: Pacer = field(default_factory=lambda: Pacer(DEFAULT_WRITE_INTERVAL_S))
 
 
 class SamplerChannel:
@@ -122,7 +123,6 @@ class SamplerChannel:
         self.max_batch_bytes = max_batch_bytes
         self.clock = clock
         self.write_interval_s = write_interval_s
-        self._written_at = -math.inf  # time.monotonic() of the last write (any call)
         self._current: _Call | None = None
         self._calls: set[_Call] = set()
         self._next_id = 0
@@ -155,6 +155,8 @@ class SamplerChannel:
         )
         call.starts.append((job, size))
         call.wake.set()
+        if request.vote_in_ms:
+            call.pacer.hurry()  # it races its vote: no waiting for others to share the write
         return ticket
 
     def finish(self, ticket: Ticket, *, cancel: bool) -> None:
@@ -172,7 +174,7 @@ class SamplerChannel:
             current.closing = True
             current.wake.set()
         grpc_call = self.stub.SampleChannel(metadata=list(self.metadata()) or None)
-        call = _Call(grpc_call, self.clock())
+        call = _Call(grpc_call, self.clock(), pacer=Pacer(self.write_interval_s))
         call.tasks = [
             asyncio.ensure_future(self._write(call)),
             asyncio.ensure_future(self._read(call)),
@@ -188,10 +190,8 @@ class SamplerChannel:
                 await call.wake.wait()
                 call.wake.clear()
                 while call.starts or call.cancels:
-                    wait = self._written_at + self.write_interval_s - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)  # what starts meanwhile shares this write
-                    self._written_at = time.monotonic()
+                    # What starts meanwhile shares this write (a budgeted job: no waiting).
+                    await call.pacer.turn(urgent=any(j.request.vote_in_ms for j, _ in call.starts))
                     await call.call.write(self._next_message(call))
                     self.writes += 1
                 if call.closing and not call.jobs:

@@ -3,8 +3,10 @@
 An aggregator keeps one SampleChannel call per sampler. Each `ChannelJob` it writes starts
 one request's samples (a task running `stream_within`, as SampleStream does); the samples go
 back tagged with the job's id as they finish, and updates that are ready together (of one job
-or several) travel in one message; messages are at least `write_interval_s` apart, so under
-load the updates ready meanwhile share one (an update on a quiet call goes at once). A cancel
+or several) travel in one message. Messages are paced (grm.core.pacing): at least
+`write_interval_s` apart, so under load the updates ready meanwhile share one, while an update
+on a quiet call goes at once, and so does a streamed job's (its caller may be racing a vote)
+or a failure. A cancel
 stops a job down to the engine. A job that fails as a whole (a request over the model's input
 limit, the sampler stopping) gets its own status in a `JobUpdate`; the call goes on. The call
 ends when the caller stops writing and its jobs are done, or, once the sampler drains
@@ -15,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from grm import telemetry
 from grm.core.errors import GrmError, UnavailableError
+from grm.core.pacing import Pacer
 from grm.core.plan import SamplingJob
 from grm.core.types import SampleSpec
 from grm.rpc import convert
@@ -54,12 +55,12 @@ class ChannelSession:
         write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.sampler = sampler
-        self.write_interval_s = write_interval_s
-        self._written_at = -math.inf  # time.monotonic() of the last message
+        self.pacer = Pacer(write_interval_s)
         self.build = build
         self.load = load
         self.jobs: dict[int, asyncio.Task[None]] = {}
-        self.outbox: deque[tuple[critique_pb2.JobUpdate, int]] = deque()  # (update, ~bytes)
+        # (update, ~bytes, urgent: a streamed job's or a failure, sent without pacing)
+        self.outbox: deque[tuple[critique_pb2.JobUpdate, int, bool]] = deque()
         self.wake = asyncio.Event()
         self.reading = True  # the caller may still write jobs
         self.draining = False
@@ -70,16 +71,20 @@ class ChannelSession:
         self.draining = True
         self.wake.set()
 
-    def _post(self, update: critique_pb2.JobUpdate, size: int = 256) -> None:
-        self.outbox.append((update, size))
+    def _post(
+        self, update: critique_pb2.JobUpdate, size: int = 256, *, urgent: bool = True
+    ) -> None:
+        self.outbox.append((update, size, urgent))
         self.wake.set()
+        if urgent:
+            self.pacer.hurry()
 
     def _next_updates(self) -> list[critique_pb2.JobUpdate]:
         """The waiting updates that fit one message (one update alone may be larger)."""
         updates: list[critique_pb2.JobUpdate] = []
         size = 0
         while self.outbox and (not updates or size + self.outbox[0][1] <= MAX_BATCH_BYTES):
-            update, n = self.outbox.popleft()
+            update, n, _ = self.outbox.popleft()
             updates.append(update)
             size += n
         return updates
@@ -93,10 +98,8 @@ class ChannelSession:
         try:
             while True:
                 if self.outbox:
-                    wait = self._written_at + self.write_interval_s - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)  # updates ready meanwhile share the message
-                    self._written_at = time.monotonic()
+                    # Updates ready meanwhile share this message (an urgent one: no waiting).
+                    await self.pacer.turn(urgent=any(u for _, _, u in self.outbox))
                     updates = self._next_updates()
                     yield critique_pb2.ChannelUpdate(jobs=updates, load=self.load(), model=model)
                     model = None  # the call's first update names the model
@@ -171,12 +174,13 @@ class ChannelSession:
                     size += sum(12 * len(s.text) + 256 for s in batch)
                     if not whole or left <= 0:
                         update = critique_pb2.JobUpdate(id=jid, samples=held, done=left <= 0)
-                        self._post(update, size)
+                        self._post(update, size, urgent=not whole)
                         held, size = [], 256
             finally:
                 await stream.aclose()
         if left > 0:  # stream_within yields every spec; never leave the caller waiting
-            self._post(critique_pb2.JobUpdate(id=jid, samples=held, done=True), size)
+            final = critique_pb2.JobUpdate(id=jid, samples=held, done=True)
+            self._post(final, size, urgent=not whole)
 
 
 def _failed(jid: int, exc: BaseException) -> critique_pb2.JobUpdate:

@@ -14,6 +14,12 @@ import math
 import time
 from collections.abc import Callable
 
+# SampleChannel messages on one call at most this often, each way (the aggregator's writes,
+# the sampler's replies; `--channel-write-interval-ms`). At zero engine latency and 16 Score
+# calls in flight (k=4) it cut the two services' CPU per sample by ~15% (docs/benchmarks.md);
+# what waits, waits at most this long, and only when the previous message was that recent.
+SAMPLE_CHANNEL_INTERVAL_S = 0.005
+
 
 class Pacer:
     """`await turn()` before each message; `hurry()` when urgent work is queued meanwhile."""

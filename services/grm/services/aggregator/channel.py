@@ -22,18 +22,14 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from grm.core.pacing import Pacer
+from grm.core.pacing import SAMPLE_CHANNEL_INTERVAL_S, Pacer
 from grm.v1 import common_pb2, critique_pb2, critique_pb2_grpc
 
 # A call this old takes no new jobs. A sampler closes a connection 30 s after its maximum age
 # (`grpc.max_connection_age_grace_ms`, rpc.server); a call opened just before that takes jobs
 # for 20 s only, so every job still has 10 s or more to finish before the connection ends.
 DEFAULT_MAX_AGE_S = 20.0
-# Writes on one call at most this often (each side: the sampler's replies too). At zero engine
-# latency and 16 Score calls in flight (k=4) it cut the two services' CPU per sample by ~15%
-# (docs/benchmarks.md); a job waits at most this long, and only when the previous write was
-# that recent.
-DEFAULT_WRITE_INTERVAL_S = 0.005
+DEFAULT_WRITE_INTERVAL_S = SAMPLE_CHANNEL_INTERVAL_S
 
 
 class CallEnded(Exception):

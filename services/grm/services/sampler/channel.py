@@ -1,16 +1,15 @@
 """The sampler's side of SampleChannel: many requests' samples over one long-lived call.
 
-An aggregator keeps one SampleChannel call per sampler. Each `ChannelJob` it writes starts
-one request's samples (a task running `stream_within`, as SampleStream does); the samples go
-back tagged with the job's id as they finish, and updates that are ready together (of one job
-or several) travel in one message. Messages are paced (grm.core.pacing): at least
+An aggregator keeps one SampleChannel call per sampler. Each `ChannelJob` it writes starts one
+request's samples (a task running `stream_within`, as SampleStream does); the samples go back
+tagged with the job's id as they finish, and updates that are ready together (of one job or
+several) travel in one message. Messages are paced (grm.core.pacing): at least
 `write_interval_s` apart, so under load the updates ready meanwhile share one, while an update
-on a quiet call goes at once, and so does a streamed job's (its caller may be racing a vote)
-or a failure. A cancel
-stops a job down to the engine. A job that fails as a whole (a request over the model's input
-limit, the sampler stopping) gets its own status in a `JobUpdate`; the call goes on. The call
-ends when the caller stops writing and its jobs are done, or, once the sampler drains
-(SIGTERM), when the jobs already running are done.
+on a quiet call goes at once, and so does a streamed job's (its caller may be racing a vote) or
+a failure. A cancel stops a job down to the engine. A job that fails as a whole (a request over
+the model's input limit, the sampler stopping) gets its own status in a `JobUpdate`; the call
+goes on. The call ends when the caller stops writing and its jobs are done, or, once the
+sampler drains (SIGTERM), when the jobs already running are done.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 
 from grm import telemetry
 from grm.core.errors import GrmError, UnavailableError
-from grm.core.pacing import Pacer
+from grm.core.pacing import SAMPLE_CHANNEL_INTERVAL_S, Pacer
 from grm.core.plan import SamplingJob
 from grm.core.types import SampleSpec
 from grm.rpc import convert
@@ -36,9 +35,7 @@ METHOD = "/grm.v1.CritiqueService/SampleChannel"
 STOPPING = "the sampler is stopping"
 # Updates ready together share a message up to about this size (far below gRPC's limit).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
-# Replies on one call at most this often (the aggregator's writes have the same default and
-# the reason there: grm.services.aggregator.channel).
-DEFAULT_WRITE_INTERVAL_S = 0.005
+DEFAULT_WRITE_INTERVAL_S = SAMPLE_CHANNEL_INTERVAL_S
 
 JobBuilder = Callable[[critique_pb2.CritiqueRequest, float | None], tuple[SamplingJob, list[Any]]]
 

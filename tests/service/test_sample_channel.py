@@ -67,47 +67,44 @@ async def test_concurrent_requests_share_one_call_and_one_write() -> None:
         await sampler.stop()
 
 
-async def test_under_load_jobs_started_between_two_writes_share_the_later_one() -> None:
-    """Writes are `channel_write_interval_s` apart (1 s here, far above the 10 ms between the
-    jobs): the first job goes at once, the two started within the interval after it share the
-    next message. Without the spacing they would go in two (the first write is long done)."""
-    sampler = await start_sampler(TrackingBackend(capacity=16), channel_write_interval_ms=0)
-    pool = RemoteSamplerPool([sampler.address], channel_write_interval_s=1.0)
+async def _one_then_two_10_ms_apart(
+    sampler_interval_ms: float, pool_interval_s: float
+) -> tuple[int, int]:
+    """A job alone, then two started 10 ms apart right after it (all unbudgeted, each done at
+    once): the pool's (writes, reads) on the sampler's call."""
+    sampler = await start_sampler(
+        TrackingBackend(capacity=16), channel_write_interval_ms=sampler_interval_ms
+    )
+    pool = RemoteSamplerPool([sampler.address], channel_write_interval_s=pool_interval_s)
     try:
-        assert all(s.valid for s in await pool.sample(JOB, _specs(1)))
+        assert all(s.valid for s in await pool.sample(JOB, _specs(1)))  # quiet: at once
         (ep,) = pool.endpoints
-        assert ep.mux is not None and ep.mux.writes == 1
+        assert ep.mux is not None and (ep.mux.writes, ep.mux.reads) == (1, 1)
         second = asyncio.ensure_future(pool.sample(JOB, _specs(1, 1)))
         await asyncio.sleep(0.01)
         third = asyncio.ensure_future(pool.sample(JOB, _specs(1, 2)))
         results = await asyncio.gather(second, third)
         assert [[s.spec.index for s in r if s.valid] for r in results] == [[1], [2]]
-        assert ep.mux.writes == 2 and ep.mux.calls_opened == 1
+        assert ep.mux.calls_opened == 1
+        return ep.mux.writes, ep.mux.reads
     finally:
         await pool.close()
         await sampler.stop()
+
+
+async def test_under_load_jobs_started_between_two_writes_share_the_later_one() -> None:
+    """Writes are `channel_write_interval_s` apart (1 s here, far above the 10 ms between the
+    jobs): the two started within the interval after the first share the next message.
+    Without the pacing they would go in two (the first write is long done)."""
+    writes, _ = await _one_then_two_10_ms_apart(sampler_interval_ms=0, pool_interval_s=1.0)
+    assert writes == 2
 
 
 async def test_under_load_samples_finished_between_two_replies_share_the_later_one() -> None:
-    """The sampler's replies are spaced the same way (1 s here): the first job's reply goes at
-    once; two jobs that finish 10 ms apart within the interval after it share the next one.
-    Without the spacing they would come back in two messages."""
-    sampler = await start_sampler(TrackingBackend(capacity=16), channel_write_interval_ms=1000)
-    pool = RemoteSamplerPool([sampler.address], channel_write_interval_s=0)
-    try:
-        assert all(s.valid for s in await pool.sample(JOB, _specs(1)))
-        (ep,) = pool.endpoints
-        assert ep.mux is not None and ep.mux.reads == 1
-        second = asyncio.ensure_future(pool.sample(JOB, _specs(1, 1)))
-        await asyncio.sleep(0.01)
-        third = asyncio.ensure_future(pool.sample(JOB, _specs(1, 2)))
-        results = await asyncio.gather(second, third)
-        assert [[s.spec.index for s in r if s.valid] for r in results] == [[1], [2]]
-        assert ep.mux.writes == 3  # the aggregator did not wait: one write per job
-        assert ep.mux.reads == 2
-    finally:
-        await pool.close()
-        await sampler.stop()
+    """The sampler's replies are paced the same way (1 s here): two jobs that finish 10 ms
+    apart within the interval after the first reply come back in one message, not two."""
+    writes, reads = await _one_then_two_10_ms_apart(sampler_interval_ms=1000, pool_interval_s=0)
+    assert (writes, reads) == (3, 2)  # the aggregator did not wait: one write per job
 
 
 async def test_a_job_with_a_latency_budget_is_not_held_for_others_to_share_its_write() -> None:

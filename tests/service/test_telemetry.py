@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -314,16 +314,20 @@ def test_without_an_otlp_endpoint_nothing_is_exported() -> None:
         p.shutdown()
 
 
-def test_stages_under_an_unrecorded_span_make_no_span_but_keep_metrics_and_ids(
-    providers: telemetry.Providers,
-) -> None:
-    tracer = providers.tracer_provider.get_tracer("t")
-    # a trace the caller did not sample: parent-based sampling records none of it
-    dropped = trace.set_span_in_context(
+def _dropped_trace() -> context.Context:
+    """A trace the caller did not sample: parent-based sampling records none of it."""
+    return trace.set_span_in_context(
         trace.NonRecordingSpan(
             trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0))
         )
     )
+
+
+def test_stages_under_an_unrecorded_span_make_no_span_but_keep_metrics_and_ids(
+    providers: telemetry.Providers,
+) -> None:
+    tracer = providers.tracer_provider.get_tracer("t")
+    dropped = _dropped_trace()
     with tracer.start_as_current_span("rpc", context=dropped) as rpc:
         assert not rpc.is_recording()
         with telemetry.stage("vote", **{"grm.k_valid": 4}) as span:
@@ -347,11 +351,7 @@ def test_client_spans_under_an_unrecorded_span_carry_its_context(
     providers: telemetry.Providers,
 ) -> None:
     tracer = providers.tracer_provider.get_tracer("t")
-    dropped = trace.set_span_in_context(
-        trace.NonRecordingSpan(
-            trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0))
-        )
-    )
+    dropped = _dropped_trace()
     method = "/grm.v1.CritiqueService/SampleChannel"
     with tracer.start_as_current_span("rpc", context=dropped) as rpc:
         with telemetry.client_span(method) as (span, metadata):
